@@ -1,0 +1,136 @@
+"""The ``oodbench`` command: one sub-command per pipeline stage, called by dvc.yaml.
+
+Stage modules are imported inside each command so that ``oodbench --help`` and the
+light stages stay fast (torch and timm load only where they are used).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stages.errors import OodbenchError
+
+app = typer.Typer(
+    help="oodbench: reproducible OOD-detection benchmark stages (run them through `dvc repro`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Keep sub-commands even when only one is registered (typer drops it otherwise)."""
+
+
+@app.command()
+def materialize(
+    dataset: Annotated[str | None, typer.Option(help="dataset key under `datasets:` in params.yaml")] = None,
+    demo: Annotated[bool, typer.Option(help="write the embedded demo images and datalists")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="record undecodable images instead of failing")] = False,
+) -> None:
+    """Check a datalist and write its manifest (or write the embedded demo data)."""
+    from stages import params as P
+
+    params = P.load_params()
+    if demo:
+        from stages import demo as demo_stage
+
+        demo_stage.run(P.get(params, "demo", dict), data_root=Path("data/demo"), lists_dir=Path("datalists"))
+        return
+    if dataset is None:
+        raise OodbenchError("materialize: pass --dataset NAME or --demo")
+    from stages import materialize as stage
+
+    spec = P.get(params, f"datasets.{dataset}", dict)
+    stage.run(
+        dataset=dataset,
+        datalist=Path("datalists") / f"{dataset}.txt",
+        root=Path(P.get(params, f"datasets.{dataset}.root", str)),
+        out=Path("data/manifests") / f"{dataset}.parquet",
+        skip_bad=skip_bad or bool(spec.get("skip_bad", False)),
+    )
+
+
+@app.command()
+def extract(
+    backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")],
+    dataset: Annotated[str, typer.Option(help="dataset key under `datasets:`")],
+) -> None:
+    """Run a backbone over a dataset manifest and write feature/logit shards."""
+    from stages import extract as stage
+    from stages import params as P
+
+    params = P.load_params()
+    stage.run(
+        backbone=backbone,
+        spec=P.get(params, f"backbones.{backbone}", dict),
+        settings=P.get(params, "extract", dict),
+        manifest=Path("data/manifests") / f"{dataset}.parquet",
+        out=Path("features") / backbone / dataset,
+    )
+
+
+@app.command()
+def fc(backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")]) -> None:
+    """Export the classifier (W, b): the model head, or a probe trained on ID train."""
+    from stages import fc as stage
+
+    stage.main(backbone)
+
+
+@app.command()
+def score(
+    backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")],
+    method: Annotated[str, typer.Option(help="method key under `methods:`")],
+) -> None:
+    """Fit one OOD method on ID train and score ID val and every OOD set."""
+    from stages import score as stage
+
+    stage.main(backbone, method)
+
+
+@app.command()
+def evaluate(backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")]) -> None:
+    """Compute AUROC / FPR95 / AUPR per method and OOD set; write metrics and plots."""
+    from stages import evaluate as stage
+
+    stage.main(backbone)
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+
+
+@app.command()
+def report(
+    metrics_dir: Annotated[Path, typer.Option(help="folder of metrics/<backbone>.json")] = Path("metrics"),
+    metric: Annotated[str, typer.Option(help="auroc, fpr95, fpr95_ood_positive, aupr_in or aupr_out")] = "auroc",
+    format: Annotated[ReportFormat, typer.Option(help="table, markdown or csv")] = ReportFormat.table,
+) -> None:
+    """Print the metrics as a leaderboard (methods x OOD sets, per backbone)."""
+    from stages import report as stage
+
+    stage.main(metrics_dir, metric, format.value)
+
+
+def main() -> None:
+    try:
+        app()
+    except OodbenchError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished outputs are kept, rerun to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The detector API: scikit-learn-like estimators with typed hyperparameters and a registry.
+
+A detector is a dataclass whose fields are its hyperparameters (with the defaults of
+the reference code). ``fit(data)`` learns whatever it needs from the ID training
+features and the classifier; ``score(features, logits)`` returns one float per row,
+higher meaning more in-distribution. Detectors are registered by name, as timm
+registers models, and built from the ``methods.<name>`` block of params.yaml by
+:func:`create`, which rejects unknown keys and wrong types with the key's full name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+
+from stages.errors import DataError, ParamsError
+from stages.store import FeatureSet, Linear
+
+
+@dataclass
+class FitData:
+    """What a detector may learn from: the classifier, ID train and (optionally) ID val."""
+
+    fc: Linear
+    train: FeatureSet | None = None
+    val: FeatureSet | None = None
+
+    def require_train(self, method: str) -> FeatureSet:
+        if self.train is None:
+            raise DataError(
+                f"method {method!r} needs the ID training features; set benchmark.id_train "
+                "in params.yaml"
+            )
+        return self.train
+
+    def require_val(self, method: str) -> FeatureSet:
+        if self.val is None:
+            raise DataError(f"method {method!r} needs the ID val features (benchmark.id_val)")
+        return self.val
+
+
+class Detector:
+    """Base class. Subclasses are dataclasses; their fields are the hyperparameters."""
+
+    name: ClassVar[str] = ""
+    #: what fit() needs besides the classifier: any of "train", "labels", "val"
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def fit(self, data: FitData) -> Detector:
+        self.fc_ = data.fc
+        return self
+
+    def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+
+
+_REGISTRY: dict[str, type[Detector]] = {}
+D = TypeVar("D", bound=type[Detector])
+
+
+def register(name: str) -> Callable[[D], D]:
+    """Class decorator: make the detector available under `name` in params.yaml."""
+
+    def wrap(cls: D) -> D:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registry() -> dict[str, type[Detector]]:
+    import stages.methods  # noqa: F401  (importing the package registers every family)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create(name: str, params: dict[str, Any] | None = None) -> Detector:
+    """Build detector `name` from its params block, validating keys and types."""
+    known = registry()
+    if name not in known:
+        raise ParamsError(
+            f"methods.{name}: unknown method; known methods are {', '.join(known)}"
+        )
+    cls = known[name]
+    params = dict(params or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    hints = typing.get_type_hints(cls) if fields else {}
+    kwargs = {}
+    for key, value in params.items():
+        if key not in fields:
+            allowed = ", ".join(fields) or "none"
+            raise ParamsError(
+                f"methods.{name}.{key}: unknown hyperparameter; {name} takes: {allowed}"
+            )
+        kwargs[key] = coerce(f"methods.{name}.{key}", value, hints[key])
+    detector = cls(**kwargs)
+    check = getattr(detector, "validate", None)
+    if check is not None:
+        check()
+    return detector
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the type hint `hint`; allow int where float is expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return coerce(key, value, option)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(f"{key}: {value!r} is not {_describe(hint)}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ParamsError(f"{key}: {value!r} is not one of {list(typing.get_args(hint))}")
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise ParamsError(f"{key}: expected null, got {value!r}")
+        return None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        items = [coerce(f"{key}[{i}]", v, item_hint) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for option in typing.get_args(hint):
+        if typing.get_origin(option) is Literal:
+            names.append(" or ".join(repr(v) for v in typing.get_args(option)))
+        else:
+            names.append(getattr(option, "__name__", str(option)))
+    return " or ".join(names)

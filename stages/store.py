@@ -1,0 +1,209 @@
+"""On-disk artifact formats shared by the stages.
+
+Feature directory ``features/<bb>/<ds>/`` (one per backbone x dataset):
+  ``shard-NNNNN.features.npy``  float32 [rows, D]   the classifier's input
+  ``shard-NNNNN.logits.npy``    float32 [rows, C]   the model head's logits (when it has one)
+  ``index.parquet``             index, label, path  one row per feature row, in order
+  ``info.json``                 backbone, dataset, dims, shard list with row counts and sha256
+Dense matrices are NPY (memory-mappable, ~10x faster than Parquet lists); per-row
+metadata is a small Parquet sidecar. The classifier ``fc.safetensors`` holds W [C, D],
+b [C] and the class names in its metadata (never pickle). Scores are Parquet tables
+(dataset, index, score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.atomic import atomic_path, write_text
+from stages.errors import DataError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """Features of one dataset under one backbone, rows in manifest order."""
+
+    dataset: str
+    features: np.ndarray  # float32 [N, D]
+    labels: np.ndarray  # int64 [N], -1 when unknown
+    index: np.ndarray  # int64 [N], the manifest row of each feature row
+    logits: np.ndarray | None = None  # float32 [N, C], the model head's own logits
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class Linear:
+    """The classifier z = x W^T + b over the features."""
+
+    weight: np.ndarray  # float32 [C, D]
+    bias: np.ndarray  # float32 [C]
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Logits in float32, as the reference code computes them."""
+        if features.shape[1] != self.weight.shape[1]:
+            raise DataError(
+                f"feature dimension {features.shape[1]} does not match the classifier's "
+                f"{self.weight.shape[1]}: the fc file and the features come from different "
+                "backbones; rerun `dvc repro` so both are rebuilt"
+            )
+        w = np.asarray(self.weight, dtype=np.float32)
+        b = np.asarray(self.bias, dtype=np.float32)
+        return np.asarray(features, dtype=np.float32) @ w.T + b
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+def write_shard_array(directory: Path, shard: int, kind: str, array: np.ndarray) -> str:
+    """Write one shard array atomically; return its sha256."""
+    dest = directory / f"{shard_name(shard)}.{kind}.npy"
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+    return sha256_file(dest)
+
+
+def write_feature_info(directory: Path, info: dict, index: pd.DataFrame) -> None:
+    """Write the row index and info.json last: a directory without info.json is unfinished."""
+    with atomic_path(directory / "index.parquet") as tmp:
+        index.reset_index(drop=True).to_parquet(tmp, index=False)
+    write_text(directory / "info.json", json.dumps({"format": FORMAT_VERSION, **info}, indent=1))
+
+
+def read_feature_info(directory: str | Path) -> dict:
+    directory = Path(directory)
+    info_path = directory / "info.json"
+    if not info_path.is_file():
+        raise DataError(
+            f"{info_path}: missing; the feature directory is unfinished or absent. "
+            "Run `dvc repro` to (re)extract it"
+        )
+    try:
+        return json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{info_path}: not valid JSON ({err}); delete it and rerun `dvc repro`") from err
+
+
+def load_features(
+    directory: str | Path, *, verify: bool = True, backbone: str | None = None
+) -> FeatureSet:
+    """Read a feature directory, checking shard checksums, shapes and the backbone."""
+    directory = Path(directory)
+    info = read_feature_info(directory)
+    if backbone is not None and info.get("backbone") != backbone:
+        raise DataError(
+            f"{directory}: features were extracted with backbone {info.get('backbone')!r}, "
+            f"expected {backbone!r}; rerun `dvc repro` for this backbone"
+        )
+    feats, logits = [], []
+    for shard in info["shards"]:
+        feats.append(_load_array(directory, shard, "features", verify))
+        if info.get("num_classes"):
+            logits.append(_load_array(directory, shard, "logits", verify))
+    index = pd.read_parquet(directory / "index.parquet")
+    dim = int(info["feature_dim"])
+    features = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
+    if len(index) != len(features):
+        raise DataError(
+            f"{directory}/index.parquet has {len(index)} rows but the shards hold "
+            f"{len(features)}; rerun `dvc repro` to re-extract"
+        )
+    return FeatureSet(
+        dataset=str(info["dataset"]),
+        features=features,
+        labels=index["label"].to_numpy(np.int64),
+        index=index["index"].to_numpy(np.int64),
+        logits=np.concatenate(logits) if logits else None,
+    )
+
+
+def _load_array(directory: Path, shard: dict, kind: str, verify: bool) -> np.ndarray:
+    path = directory / f"{shard['name']}.{kind}.npy"
+    if not path.is_file():
+        raise DataError(f"{path}: shard file missing; rerun `dvc repro` to re-extract")
+    if verify and sha256_file(path) != shard["sha256"][kind]:
+        raise DataError(
+            f"{path}: checksum mismatch, the file is corrupted; delete {directory} "
+            "and rerun `dvc repro` (or `dvc checkout` to restore it from the cache)"
+        )
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"{path}: unreadable NPY file ({err}); rerun `dvc repro`") from err
+    if array.ndim != 2 or array.shape[0] != shard["rows"]:
+        raise DataError(f"{path}: shape {array.shape} does not match info.json; rerun `dvc repro`")
+    return np.asarray(array)
+
+
+def save_fc(path: str | Path, fc: Linear, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    meta = {"class_names": json.dumps(list(fc.class_names)), **(metadata or {})}
+    tensors = {
+        "weight": np.ascontiguousarray(fc.weight, dtype=np.float32),
+        "bias": np.ascontiguousarray(fc.bias, dtype=np.float32),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_fc(path: str | Path) -> Linear:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: classifier file missing; run `dvc repro` to build it")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
+    except Exception as err:  # safetensors raises several types on corrupt files
+        raise DataError(f"{path}: unreadable classifier file ({err}); rerun `dvc repro`") from err
+    names = json.loads(meta.get("class_names", "[]")) or [str(c) for c in range(len(bias))]
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(names) != len(bias):
+        raise DataError(f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`")
+    return Linear(weight=weight, bias=bias, class_names=names)
+
+
+def save_scores(path: str | Path, datasets: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """Write (dataset, index, score) rows for each (name, index, scores) triple."""
+    frames = [
+        pd.DataFrame({"dataset": name, "index": np.asarray(idx, np.int64), "score": np.asarray(s, np.float64)})
+        for name, idx, s in datasets
+    ]
+    table = pd.concat(frames, ignore_index=True)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def load_scores(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: scores missing; run `dvc repro` to compute them")
+    table = pd.read_parquet(path)
+    return {str(name): group["score"].to_numpy(np.float64) for name, group in table.groupby("dataset", sort=False)}
