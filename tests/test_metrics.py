@@ -1,0 +1,105 @@
+"""The metric test vectors of scores.md, and the metrics against slow direct definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages import metrics as M
+from stages.errors import DataError
+
+
+@pytest.fixture
+def normal_pair() -> tuple[np.ndarray, np.ndarray]:
+    return np.random.default_rng(0).normal(1, 1, 1000), np.random.default_rng(1).normal(0, 1, 800)
+
+
+def test_spec_vectors_untied(normal_pair):
+    ind, ood = normal_pair
+    assert M.auroc(ind, ood) == pytest.approx(0.771226, abs=1e-6)
+    assert M.fpr95(ind, ood) == pytest.approx(0.692500, abs=1e-12)
+    assert M.fpr_at_recall_nearest(ind, ood) == pytest.approx(0.698750, abs=1e-12)
+    assert M.aupr_in(ind, ood) == pytest.approx(0.798421, abs=1e-6)
+
+
+def test_spec_vectors_heavy_ties(normal_pair):
+    ind, ood = (np.round(a, 1) for a in normal_pair)
+    assert M.auroc(ind, ood) == pytest.approx(0.770721, abs=1e-6)
+    assert M.fpr95(ind, ood) == pytest.approx(0.727500, abs=1e-12)
+    assert M.aupr_in(ind, ood) == pytest.approx(0.798026, abs=1e-6)
+
+
+def test_spec_vectors_integers():
+    ind, ood = np.arange(20.0), np.arange(10) + 0.5
+    assert M.auroc(ind, ood) == pytest.approx(0.725, abs=1e-12)
+    assert M.fpr95(ind, ood) == pytest.approx(0.9, abs=1e-12)
+
+
+def _auroc_pairs(ind: np.ndarray, ood: np.ndarray) -> float:
+    """AUROC as the probability an ID score beats an OOD one, ties counting half."""
+    wins = 0.0
+    for a in ind:
+        for b in ood:
+            wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return wins / (len(ind) * len(ood))
+
+
+def _fpr95_loop(ind: np.ndarray, ood: np.ndarray) -> float:
+    k = max(int(np.floor(0.95 * len(ind))), 1)
+    threshold = sorted(ind, reverse=True)[k - 1]
+    return sum(1 for b in ood if b >= threshold) / len(ood)
+
+
+def _fpr95_ood_positive_loop(ind: np.ndarray, ood: np.ndarray) -> float:
+    """Sweep thresholds from the most OOD-looking score up; stop once 95% of OOD is caught."""
+    for t in sorted(set(ind) | set(ood)):
+        caught = sum(1 for b in ood if b <= t) / len(ood)
+        if caught >= 0.95:
+            return sum(1 for a in ind if a <= t) / len(ind)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_metrics_against_loops(decimals):
+    rng = np.random.default_rng(7)
+    ind, ood = rng.normal(0.7, 1, 120), rng.normal(0, 1, 90)
+    if decimals is not None:
+        ind, ood = np.round(ind, decimals), np.round(ood, decimals)
+    assert M.auroc(ind, ood) == pytest.approx(_auroc_pairs(ind, ood), abs=1e-12)
+    assert M.fpr95(ind, ood) == pytest.approx(_fpr95_loop(ind, ood), abs=1e-12)
+    assert M.fpr95_ood_positive(ind, ood) == pytest.approx(
+        _fpr95_ood_positive_loop(ind, ood), abs=1e-12
+    )
+
+
+def test_aupr_out_is_aupr_in_with_roles_swapped(normal_pair):
+    ind, ood = normal_pair
+    assert M.aupr_out(ind, ood) == pytest.approx(M.aupr_in(-ood, -ind), abs=1e-12)
+
+
+def test_perfect_and_constant_scores():
+    ind, ood = np.arange(10.0, 20.0), np.arange(10.0)
+    expected = {
+        "auroc": 1.0,
+        "fpr95": 0.0,
+        "fpr95_ood_positive": 0.0,
+        "aupr_in": 1.0,
+        "aupr_out": 1.0,
+    }
+    assert M.all_metrics(ind, ood) == pytest.approx(expected, abs=1e-12)
+    flat = M.all_metrics(np.zeros(10), np.zeros(5))
+    assert flat["auroc"] == 0.5
+    assert flat["fpr95"] == 1.0  # ties at the threshold count as false positives
+
+
+def test_single_samples():
+    assert M.fpr95(np.array([1.0]), np.array([0.5])) == 0.0
+    assert M.fpr95(np.array([1.0]), np.array([1.0])) == 1.0
+    assert M.auroc(np.array([1.0]), np.array([0.0])) == 1.0
+
+
+def test_rejects_nan_and_empty():
+    with pytest.raises(DataError, match="NaN/Inf"):
+        M.auroc(np.array([1.0, np.nan]), np.array([0.0]))
+    with pytest.raises(DataError, match="0 OOD"):
+        M.fpr95(np.array([1.0]), np.array([]))
