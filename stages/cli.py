@@ -30,9 +30,15 @@ def _root() -> None:
 
 @app.command()
 def materialize(
-    dataset: Annotated[str | None, typer.Option(help="dataset key under `datasets:` in params.yaml")] = None,
-    demo: Annotated[bool, typer.Option(help="write the embedded demo images and datalists")] = False,
-    skip_bad: Annotated[bool, typer.Option(help="record undecodable images instead of failing")] = False,
+    dataset: Annotated[
+        str | None, typer.Option(help="dataset key under `datasets:` in params.yaml")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="write the embedded demo images and datalists")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="record undecodable images instead of failing")
+    ] = False,
 ) -> None:
     """Check a datalist and write its manifest (or write the embedded demo data)."""
     from stages import params as P
@@ -41,7 +47,9 @@ def materialize(
     if demo:
         from stages import demo as demo_stage
 
-        demo_stage.run(P.get(params, "demo", dict), data_root=Path("data/demo"), lists_dir=Path("datalists"))
+        demo_stage.run(
+            P.get(params, "demo", dict), data_root=Path("data/demo"), lists_dir=Path("datalists")
+        )
         return
     if dataset is None:
         raise OodbenchError("materialize: pass --dataset NAME or --demo")
@@ -96,7 +104,9 @@ def score(
 
 
 @app.command()
-def evaluate(backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")]) -> None:
+def evaluate(
+    backbone: Annotated[str, typer.Option(help="backbone key under `backbones:`")],
+) -> None:
     """Compute AUROC / FPR95 / AUPR per method and OOD set; write metrics and plots."""
     from stages import evaluate as stage
 
@@ -111,9 +121,15 @@ class ReportFormat(str, Enum):
 
 @app.command()
 def report(
-    metrics_dir: Annotated[Path, typer.Option(help="folder of metrics/<backbone>.json")] = Path("metrics"),
-    metric: Annotated[str, typer.Option(help="auroc, fpr95, fpr95_ood_positive, aupr_in or aupr_out")] = "auroc",
-    format: Annotated[ReportFormat, typer.Option(help="table, markdown or csv")] = ReportFormat.table,
+    metrics_dir: Annotated[Path, typer.Option(help="folder of metrics/<backbone>.json")] = Path(
+        "metrics"
+    ),
+    metric: Annotated[
+        str, typer.Option(help="auroc, fpr95, fpr95_ood_positive, aupr_in or aupr_out")
+    ] = "auroc",
+    format: Annotated[
+        ReportFormat, typer.Option(help="table, markdown or csv")
+    ] = ReportFormat.table,
 ) -> None:
     """Print the metrics as a leaderboard (methods x OOD sets, per backbone)."""
     from stages import report as stage

@@ -49,7 +49,13 @@ def get(params: dict[str, Any], key: str, expected: type | tuple[type, ...] | No
                 hint = f"; known: {', '.join(map(str, node))}"
             raise ParamsError(f"params.yaml: missing key {where}{hint}")
         node = node[part]
-    if expected is not None and (not isinstance(node, expected) or isinstance(node, bool) and expected is not bool):
-        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+    if expected is not None and (
+        not isinstance(node, expected) or isinstance(node, bool) and expected is not bool
+    ):
+        names = (
+            expected.__name__
+            if isinstance(expected, type)
+            else " or ".join(t.__name__ for t in expected)
+        )
         raise ParamsError(f"params.yaml: {key} must be {names}, got {node!r}")
     return node

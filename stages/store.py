@@ -106,7 +106,9 @@ def read_feature_info(directory: str | Path) -> dict:
     try:
         return json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{info_path}: not valid JSON ({err}); delete it and rerun `dvc repro`") from err
+        raise DataError(
+            f"{info_path}: not valid JSON ({err}); delete it and rerun `dvc repro`"
+        ) from err
 
 
 def load_features(
@@ -186,14 +188,22 @@ def load_fc(path: str | Path) -> Linear:
         raise DataError(f"{path}: unreadable classifier file ({err}); rerun `dvc repro`") from err
     names = json.loads(meta.get("class_names", "[]")) or [str(c) for c in range(len(bias))]
     if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(names) != len(bias):
-        raise DataError(f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`")
+        raise DataError(
+            f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`"
+        )
     return Linear(weight=weight, bias=bias, class_names=names)
 
 
 def save_scores(path: str | Path, datasets: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
     """Write (dataset, index, score) rows for each (name, index, scores) triple."""
     frames = [
-        pd.DataFrame({"dataset": name, "index": np.asarray(idx, np.int64), "score": np.asarray(s, np.float64)})
+        pd.DataFrame(
+            {
+                "dataset": name,
+                "index": np.asarray(idx, np.int64),
+                "score": np.asarray(s, np.float64),
+            }
+        )
         for name, idx, s in datasets
     ]
     table = pd.concat(frames, ignore_index=True)
@@ -206,4 +216,7 @@ def load_scores(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: scores missing; run `dvc repro` to compute them")
     table = pd.read_parquet(path)
-    return {str(name): group["score"].to_numpy(np.float64) for name, group in table.groupby("dataset", sort=False)}
+    return {
+        str(name): group["score"].to_numpy(np.float64)
+        for name, group in table.groupby("dataset", sort=False)
+    }

@@ -90,9 +90,7 @@ def create(name: str, params: dict[str, Any] | None = None) -> Detector:
     """Build detector `name` from its params block, validating keys and types."""
     known = registry()
     if name not in known:
-        raise ParamsError(
-            f"methods.{name}: unknown method; known methods are {', '.join(known)}"
-        )
+        raise ParamsError(f"methods.{name}: unknown method; known methods are {', '.join(known)}")
     cls = known[name]
     params = dict(params or {})
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
