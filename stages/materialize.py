@@ -1,0 +1,211 @@
+"""The materialize stage: datalist -> checked manifest (Parquet), one row per listed image.
+
+Every file is checked here, once, so that extraction (hours on a GPU) never dies on
+image 40,000 of a bad download: it must exist, stay under the dataset root (symlinks
+followed) and decode fully with PIL. Bad files fail the stage with a list of them, or,
+with ``skip_bad``, are recorded with a status so that extraction can skip them while
+the row indices stay those of the datalist.
+
+Manifest columns: ``index`` (int64, datalist order), ``path`` (relative posix),
+``label`` (int64, -1 = unknown), ``size`` (bytes, -1 when unknown), ``status``
+("ok" or a short reason). Key-value metadata: ``dataset`` and ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from stages.atomic import atomic_path
+from stages.datalist import (
+    MAX_LISTED_ERRORS,
+    Entry,
+    escapes_root,
+    format_errors,
+    parse_datalist,
+)
+from stages.errors import DataError
+
+# PIL's own default (~89.5 Mpx, ~0.27 GB as RGB): larger images are refused before any
+# pixel is decoded, so a decompression bomb costs a header read, not the machine's RAM.
+MAX_PIXELS = 89_478_485
+OK = "ok"
+ESCAPES = "outside root"
+COLUMNS = ("index", "path", "label", "size", "status")
+SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("path", pa.string()),
+        ("label", pa.int64()),
+        ("size", pa.int64()),
+        ("status", pa.string()),
+    ]
+)
+_CHUNK = 256  # images per thread-pool task: per-task overhead stays negligible at 1M images
+
+
+def run(dataset: str, datalist: Path, root: Path, out: Path, skip_bad: bool) -> None:
+    """Check every image of `datalist` under `root` and write the manifest `out` atomically."""
+    root, datalist, out = Path(root), Path(datalist), Path(out)
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: dataset root of {dataset!r} is not a directory; fix datasets.{dataset}.root "
+            "in params.yaml or put the images there"
+        )
+    entries = parse_datalist(datalist)
+    sizes, statuses = check_images(root, [e.path for e in entries])
+    _raise_on_escapes(datalist, root, entries, statuses)
+    bad = [(e, s) for e, s in zip(entries, statuses, strict=True) if s != OK]
+    if bad and not skip_bad:
+        raise DataError(_bad_files_message(dataset, datalist, root, len(entries), bad))
+    if len(bad) == len(entries):
+        raise DataError(f"{datalist}: none of the {len(entries)} images under {root} is readable")
+    table = pa.table(
+        {
+            "index": pa.array(range(len(entries)), pa.int64()),
+            "path": pa.array([e.path for e in entries], pa.string()),
+            "label": pa.array([e.label for e in entries], pa.int64()),
+            "size": pa.array(sizes, pa.int64()),
+            "status": pa.array(statuses, pa.string()),
+        },
+        schema=SCHEMA.with_metadata({"dataset": dataset, "root": _display_root(root)}),
+    )
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+def check_images(
+    root: Path, paths: Sequence[str], workers: int | None = None
+) -> tuple[list[int], list[str]]:
+    """(size, status) per relative path, decoded in a thread pool (PIL releases the GIL)."""
+    resolved_root = root.resolve()
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    workers = workers or min(32, (os.cpu_count() or 1) * 2)
+    sizes: list[int] = []
+    statuses: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for chunk_result in pool.map(
+            lambda c: [check_image(root, resolved_root, p) for p in c], chunks
+        ):
+            for size, status in chunk_result:
+                sizes.append(size)
+                statuses.append(status)
+    return sizes, statuses
+
+
+def check_image(root: Path, resolved_root: Path, rel: str) -> tuple[int, str]:
+    """(size in bytes, "ok" or a short reason) for one image; never raises for bad data."""
+    path = root / rel
+    try:
+        if escapes_root(resolved_root, rel):
+            return -1, ESCAPES
+        if not path.exists():
+            return -1, "missing" if not path.is_symlink() else "broken symlink"
+        if not path.is_file():
+            return -1, "not a file"
+        size = path.stat().st_size
+    except OSError as err:
+        return -1, f"unreadable: {err.strerror or err}"
+    if size == 0:
+        return 0, "empty file"
+    return size, decode_status(path)
+
+
+def decode_status(path: Path) -> str:
+    """Decode fully (header check, then every pixel); "ok" or why the image is unusable."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                return f"too large ({width}x{height} > {MAX_PIXELS} pixels)"
+            img.verify()
+        with Image.open(path) as img:
+            img.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Image.DecompressionBombError:
+        return f"too large (> {MAX_PIXELS} pixels)"
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        # PIL reports truncation as OSError, some corrupt PNG chunks as SyntaxError.
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"corrupt: {text[:80]}"
+    return OK
+
+
+def read_manifest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The manifest table and its metadata (dataset, root), checked for shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"{path}: manifest missing; run `dvc repro` (or `oodbench materialize --dataset "
+            f"{path.stem}`) to build it"
+        )
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(
+            f"{path}: unreadable manifest ({err}); delete it and rerun `dvc repro`"
+        ) from err
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(
+            f"{path}: not a manifest (missing columns {', '.join(missing)}); rerun `dvc repro`"
+        )
+    raw_meta = table.schema.metadata or {}
+    meta = {
+        k.decode(): v.decode() for k, v in raw_meta.items() if k not in (b"pandas", b"ARROW:schema")
+    }
+    for key in ("dataset", "root"):
+        if key not in meta:
+            raise DataError(f"{path}: manifest metadata lacks {key!r}; rerun `dvc repro`")
+    frame = table.select(list(COLUMNS)).to_pandas()
+    if not frame["index"].equals(pd.Series(range(len(frame)), dtype="int64", name="index")):
+        raise DataError(
+            f"{path}: index column is not 0..N-1; the manifest is corrupt, rerun `dvc repro`"
+        )
+    return frame, meta
+
+
+def _raise_on_escapes(
+    datalist: Path, root: Path, entries: list[Entry], statuses: list[str]
+) -> None:
+    """A path leaving the root is a list error, never skippable: it may expose other data."""
+    items = [
+        f"line {e.line}: {e.path!r} resolves outside the root {root} (symlink?); "
+        "copy the file under the root or point the root higher"
+        for e, s in zip(entries, statuses, strict=True)
+        if s == ESCAPES
+    ]
+    if items:
+        raise DataError(format_errors(datalist, items, "bad line", "fix them and rerun"))
+
+
+def _bad_files_message(
+    dataset: str, datalist: Path, root: Path, total: int, bad: list[tuple[Entry, str]]
+) -> str:
+    """A one-line summary, then up to 20 `line N: path: reason` items."""
+    summary = (
+        f"{datalist}: {len(bad)} of {total} images under {root} are unreadable; fix or remove "
+        f"them, or set datasets.{dataset}.skip_bad: true (or --skip-bad) to record and skip them"
+    )
+    items = [f"  line {e.line}: {e.path}: {s}" for e, s in bad[:MAX_LISTED_ERRORS]]
+    if len(bad) > MAX_LISTED_ERRORS:
+        items.append(f"  ... and {len(bad) - MAX_LISTED_ERRORS} more")
+    return "\n".join([summary, *items])
+
+
+def _display_root(root: Path) -> str:
+    """The root as a portable string: relative to the working directory when under it."""
+    if root.is_absolute():
+        try:
+            return root.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return root.as_posix()
+    return root.as_posix()
