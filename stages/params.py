@@ -50,7 +50,7 @@ def get(params: dict[str, Any], key: str, expected: type | tuple[type, ...] | No
             raise ParamsError(f"params.yaml: missing key {where}{hint}")
         node = node[part]
     if expected is not None and (
-        not isinstance(node, expected) or isinstance(node, bool) and expected is not bool
+        not isinstance(node, expected) or (isinstance(node, bool) and expected is not bool)
     ):
         names = (
             expected.__name__

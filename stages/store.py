@@ -82,9 +82,8 @@ def shard_name(shard: int) -> str:
 def write_shard_array(directory: Path, shard: int, kind: str, array: np.ndarray) -> str:
     """Write one shard array atomically; return its sha256."""
     dest = directory / f"{shard_name(shard)}.{kind}.npy"
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
     return sha256_file(dest)
 
 

@@ -1,0 +1,91 @@
+"""Stage ``evaluate``: metrics per method and OOD set, their means, ID accuracy, plots.
+
+``metrics/<bb>.json`` keeps every leaf a scalar under stable keys
+(``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
+so that ``dvc metrics diff`` compares two revisions method by method. Values are raw
+fractions; rounding is for display only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from stages import params as P
+from stages.atomic import write_text
+from stages.errors import DataError, ParamsError
+from stages.layout import fc_path, features_dir, metrics_path, plots_dir, scores_path
+from stages.metrics import METRIC_NAMES, all_metrics
+from stages.plots import write_plots
+from stages.store import load_fc, load_features, load_scores
+
+GROUPS = ("near", "far")
+
+
+def mean_metrics(per_set: list[dict[str, float]]) -> dict[str, float]:
+    """Unweighted mean over OOD sets, metric by metric."""
+    return {m: float(np.mean([r[m] for r in per_set])) for m in METRIC_NAMES}
+
+
+def method_metrics(
+    scores: dict[str, np.ndarray], id_val: str, ood: list[str], groups: dict[str, str]
+) -> dict[str, Any]:
+    """Metrics of one method: per OOD set, the mean, and the near/far means."""
+    if id_val not in scores:
+        raise DataError(f"scores hold no rows for the ID val set {id_val!r}; rerun `dvc repro`")
+    result: dict[str, Any] = {}
+    for name in ood:
+        if name not in scores:
+            raise DataError(f"scores hold no rows for OOD set {name!r}; rerun `dvc repro`")
+        result[name] = all_metrics(scores[id_val], scores[name])
+    result["mean"] = mean_metrics([result[n] for n in ood])
+    for group in GROUPS:
+        members = [n for n in ood if groups.get(n) == group]
+        if members:
+            result[group] = mean_metrics([result[n] for n in members])
+    return result
+
+
+def id_accuracy(backbone: str, id_val: str) -> tuple[int, float | None]:
+    """Top-1 of argmax z on ID val, when its labels are known (-1 = unknown)."""
+    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    known = val.labels >= 0
+    if not known.any():
+        return len(val), None
+    fc = load_fc(fc_path(backbone))
+    predictions = fc.logits(val.features[known]).argmax(axis=1)
+    return len(val), float(np.mean(predictions == val.labels[known]))
+
+
+def main(backbone: str) -> None:
+    params = P.load_params()
+    methods = P.get(params, "benchmark.methods", list)
+    id_val = P.get(params, "benchmark.id_val", str)
+    ood = P.get(params, "benchmark.ood", list)
+    groups = {}
+    for name in ood:
+        group = P.get(params, f"datasets.{name}", dict).get("group", "far")
+        if group not in GROUPS:
+            raise ParamsError(
+                f"datasets.{name}.group: must be near or far for an OOD set, got {group!r}"
+            )
+        groups[name] = group
+
+    n_id, accuracy = id_accuracy(backbone, id_val)
+    report: dict[str, Any] = {"id": {"n": n_id}, "ood": {}, "methods": {}}
+    if accuracy is not None:
+        report["id"]["accuracy"] = accuracy
+    all_scores = {}
+    for method in methods:
+        scores = load_scores(scores_path(backbone, method))
+        all_scores[method] = scores
+        report["methods"][method] = method_metrics(scores, id_val, ood, groups)
+    first = all_scores[methods[0]] if methods else {}
+    report["ood"] = {name: {"n": int(first[name].size)} for name in ood if name in first}
+    write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
+    write_plots(plots_dir(backbone), all_scores, id_val, ood)
+    print(
+        f"evaluate {backbone}: {len(methods)} methods x {len(ood)} OOD sets -> {metrics_path(backbone)}"
+    )

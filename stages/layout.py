@@ -1,0 +1,40 @@
+"""Where each artifact lives: one place, so stages and tests agree on paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATALISTS = Path("datalists")
+MANIFESTS = Path("data/manifests")
+FEATURES = Path("features")
+SCORES = Path("scores")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+
+
+def datalist_path(dataset: str) -> Path:
+    return DATALISTS / f"{dataset}.txt"
+
+
+def manifest_path(dataset: str) -> Path:
+    return MANIFESTS / f"{dataset}.parquet"
+
+
+def features_dir(backbone: str, dataset: str) -> Path:
+    return FEATURES / backbone / dataset
+
+
+def fc_path(backbone: str) -> Path:
+    return FEATURES / backbone / "fc.safetensors"
+
+
+def scores_path(backbone: str, method: str) -> Path:
+    return SCORES / backbone / f"{method}.parquet"
+
+
+def metrics_path(backbone: str) -> Path:
+    return METRICS / f"{backbone}.json"
+
+
+def plots_dir(backbone: str) -> Path:
+    return PLOTS / backbone

@@ -1,0 +1,118 @@
+"""``oodbench report``: the leaderboard of methods x OOD sets, per backbone, side by side."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from stages.errors import DataError
+from stages.metrics import METRIC_NAMES
+
+LOWER_IS_BETTER = {"fpr95", "fpr95_ood_positive"}
+SUMMARY_COLUMNS = ("near", "far", "mean")
+
+
+def load_all(metrics_dir: Path, backbones: list[str] | None = None) -> dict[str, dict]:
+    paths = sorted(metrics_dir.glob("*.json"))
+    if backbones:
+        paths = [metrics_dir / f"{b}.json" for b in backbones]
+    if not paths:
+        raise DataError(f"{metrics_dir}: no metrics/<backbone>.json files; run `dvc repro` first")
+    out = {}
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: not found; run `dvc repro` for that backbone")
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: invalid JSON ({err}); rerun `dvc repro`") from err
+    return out
+
+
+def leaderboard(all_metrics: dict[str, dict], metric: str) -> tuple[list[str], list[list]]:
+    """Header and rows: one row per method, per backbone the OOD sets then near/far/mean."""
+    if metric not in METRIC_NAMES:
+        raise DataError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_NAMES)}")
+    header = ["method"]
+    columns: list[tuple[str, str]] = []
+    for backbone, report in all_metrics.items():
+        first = next(iter(report["methods"].values()), {})
+        sets = [k for k in first if k not in SUMMARY_COLUMNS]
+        sets += [k for k in SUMMARY_COLUMNS if k in first]
+        columns += [(backbone, s) for s in sets]
+    multi = len(all_metrics) > 1
+    header += [f"{b}:{s}" if multi else s for b, s in columns]
+    methods = list(dict.fromkeys(m for r in all_metrics.values() for m in r["methods"]))
+    rows = []
+    for method in methods:
+        row: list = [method]
+        for backbone, name in columns:
+            value = all_metrics[backbone]["methods"].get(method, {}).get(name, {}).get(metric)
+            row.append(value)
+        rows.append(row)
+    return header, rows
+
+
+def best_per_column(rows: list[list], metric: str) -> list[float | None]:
+    pick = min if metric in LOWER_IS_BETTER else max
+    best = []
+    for col in range(1, len(rows[0]) if rows else 1):
+        values = [r[col] for r in rows if r[col] is not None]
+        best.append(pick(values) if values else None)
+    return best
+
+
+def render(all_metrics: dict[str, dict], metric: str, fmt: str) -> str:
+    header, rows = leaderboard(all_metrics, metric)
+    best = best_per_column(rows, metric)
+
+    def cell(value: float | None, col: int, mark: str) -> str:
+        if value is None:
+            return "-"
+        text = f"{100 * value:.2f}"
+        return f"{mark}{text}{mark}" if value == best[col - 1] else text
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[r[0], *("" if v is None else f"{v:.6f}" for v in r[1:])] for r in rows])
+        return buf.getvalue()
+    if fmt == "markdown":
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        for r in rows:
+            lines.append(
+                "| "
+                + " | ".join([r[0], *(cell(v, i, "**") for i, v in enumerate(r[1:], 1))])
+                + " |"
+            )
+        return "\n".join(lines) + "\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+    table = Table(title=f"{metric} (%), {arrow}; best per column in bold")
+    for name in header:
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        table.add_row(
+            r[0],
+            *(
+                cell(v, i, "").join(["[bold]", "[/bold]"])
+                if v is not None and v == best[i - 1]
+                else cell(v, i, "")
+                for i, v in enumerate(r[1:], 1)
+            ),
+        )
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(table)
+    return console.file.getvalue()
+
+
+def main(metrics_dir: Path, metric: str, fmt: str) -> None:
+    print(render(load_all(metrics_dir), metric, fmt), end="")

@@ -1,0 +1,81 @@
+"""Stage ``score``: fit one OOD method on ID train, score ID val and every OOD set.
+
+Logits are recomputed from the features and the exported classifier in float32, as
+the reference code does, so a probe or a MOS group head scores the same way as a
+model's own head. Scores go to ``scores/<bb>/<method>.parquet`` (dataset, index, score).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from stages import params as P
+from stages.errors import DataError
+from stages.layout import fc_path, features_dir, scores_path
+from stages.methods import FitData, create
+from stages.store import FeatureSet, load_fc, load_features, save_scores
+
+
+def check_finite(features: FeatureSet) -> None:
+    """NaN/Inf features would silently poison every score: name the dataset and rows."""
+    bad_rows = np.flatnonzero(~np.isfinite(features.features).all(axis=1))
+    if bad_rows.size:
+        raise DataError(
+            f"dataset {features.dataset!r}: {bad_rows.size} feature rows hold NaN/Inf "
+            f"(manifest index {features.index[bad_rows[:10]].tolist()}); re-extract them "
+            "in fp32 or drop those images from the datalist"
+        )
+
+
+def main(backbone: str, method: str) -> None:
+    params = P.load_params()
+    detector = create(method, P.get(params, "methods", dict).get(method) or {})
+    id_train = P.get(params, "benchmark.id_train", str)
+    id_val = P.get(params, "benchmark.id_val", str)
+    ood = P.get(params, "benchmark.ood", list)
+    if not ood:
+        raise DataError("params.yaml: benchmark.ood is empty; list at least one OOD dataset")
+
+        fc = load_fc(fc_path(backbone))
+    train = (
+        load_features(features_dir(backbone, id_train), backbone=backbone)
+        if detector.requires & {"train", "labels"}
+        else None
+    )
+    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    for fs in (train, val):
+        if fs is not None:
+            check_finite(fs)
+    start = time.perf_counter()
+    detector.fit(FitData(fc=fc, train=train, val=val))
+    fit_seconds = time.perf_counter() - start
+
+    rows = [(id_val, val.index, _score(detector, val, fc.logits))]
+    for name in ood:
+        fs = load_features(features_dir(backbone, name), backbone=backbone)
+        check_finite(fs)
+        rows.append((name, fs.index, _score(detector, fs, fc.logits)))
+    save_scores(scores_path(backbone, method), rows)
+    total = sum(len(r[1]) for r in rows)
+    print(
+        f"score {backbone}/{method}: fit {fit_seconds:.2f}s, {total} samples in "
+        f"{time.perf_counter() - start - fit_seconds:.2f}s"
+    )
+
+
+def _score(detector, features: FeatureSet, logits_of) -> np.ndarray:
+    scores = np.asarray(detector.score(features.features, logits_of(features.features)), np.float64)
+    if scores.shape != (len(features),):
+        raise DataError(
+            f"method {detector.name!r} returned shape {scores.shape} for {len(features)} rows"
+        )
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise DataError(
+            f"method {detector.name!r} produced {bad.size} NaN/Inf scores on dataset "
+            f"{features.dataset!r} (manifest index {features.index[bad[:10]].tolist()}); "
+            "check its options in params.yaml (e.g. klm `empty: nan` poisons every score)"
+        )
+    return scores
