@@ -1,0 +1,30 @@
+# Two commands on a fresh clone:  `make demo` (set-up + dvc repro + leaderboard)
+# and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install; override elsewhere, e.g. TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint clean-demo
+
+$(BIN)/oodbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[demo,dev]"
+	touch $@
+
+setup: $(BIN)/oodbench
+
+demo: setup
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" oodbench report
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,64 @@
+"""Shared fixtures: a small copy of the project as a real git + DVC workspace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+#: a demo small enough for tests: a few images per set, one backbone, four methods
+SMALL_DEMO = {
+    "seed": 0,
+    "train_per_class": 6,
+    "val_per_class": 4,
+    "near_per_class": 4,
+    "crops_per_texture": 4,
+    "crops_per_photo": 2,
+    "crop_size": 64,
+}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ})
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def make_workspace(dest: Path, edit_params=None) -> Path:
+    """Copy the pipeline definition and code into `dest`, as its own git + DVC repo."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / ".dvc").mkdir()
+    shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["demo"] = dict(SMALL_DEMO)
+    params["benchmark"]["backbones"] = ["lite0"]
+    params["benchmark"]["methods"] = ["msp", "energy", "react", "maxlogit"]
+    params["probe"]["epochs"] = 20
+    if edit_params is not None:
+        edit_params(params)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> Path:
+    """A small demo workspace after one full `dvc repro` (shared by the pipeline tests)."""
+    dest = make_workspace(tmp_path_factory.mktemp("workspace"))
+    run(["dvc", "repro"], dest)
+    return dest
