@@ -1,0 +1,163 @@
+"""Mahalanobis and RMDS against per-class, per-sample loops of the reference code.
+
+Both sides compute in float64 (the reference's covariance and precision are float64),
+so scores agree to rtol 1e-9 relative to the distance scale (atol 1e-7 * max |score|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import pinvh
+
+from stages.errors import DataError, ParamsError
+from stages.methods import FitData, create
+from stages.store import FeatureSet, Linear
+
+
+def _data(n_per_class: int, d: int, c: int, seed: int = 0, skip: tuple[int, ...] = ()) -> FitData:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, size=(c, d))
+    labels = np.repeat([k for k in range(c) if k not in skip], n_per_class)
+    x = (centres[labels] + rng.normal(size=(len(labels), d)) * rng.uniform(0.5, 2, d)).astype(
+        np.float32
+    )
+    train = FeatureSet("train", x, labels.astype(np.int64), np.arange(len(x), dtype=np.int64))
+    fc = Linear(np.zeros((c, d), np.float32), np.zeros(c, np.float32), [str(k) for k in range(c)])
+    return FitData(fc=fc, train=train)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _loop_mahalanobis(data: FitData, test: np.ndarray, class_average: bool = False) -> np.ndarray:
+    """ViM benchmark loop (pooled, pinvh) or the PLP one (mean of np.cov, inv)."""
+    x, y = data.train.features.astype(np.float64), data.train.labels
+    means, centred, covs = [], [], []
+    for k in range(data.fc.num_classes):
+        fs = x[y == k]
+        if len(fs) == 0:
+            continue
+        means.append(fs.mean(axis=0))
+        centred.extend(fs - means[-1])
+        covs.append(np.cov(fs.T) if class_average else None)
+    if class_average:
+        prec = np.linalg.inv(np.mean(covs, axis=0))
+    else:
+        centred = np.array(centred)
+        prec = pinvh(centred.T @ centred / len(centred))
+    mean = np.array(means)
+    return -np.array([(((f - mean) @ prec) * (f - mean)).sum(axis=-1).min() for f in test])
+
+
+def _loop_rmds(data: FitData, test: np.ndarray) -> np.ndarray:
+    """OpenOOD's RMDS postprocessor, one class at a time."""
+    x, y = data.train.features.astype(np.float64), data.train.labels
+    means, centred = [], []
+    for k in range(data.fc.num_classes):
+        fs = x[y == k]
+        if len(fs):
+            means.append(fs.mean(axis=0))
+            centred.append(fs - means[-1])
+    centred = np.concatenate(centred)
+    prec = pinvh(centred.T @ centred / len(centred))
+    whole = x.mean(axis=0)
+    prec0 = pinvh((x - whole).T @ (x - whole) / len(x))
+    scores = []
+    for f in test.astype(np.float64):
+        background = (f - whole) @ prec0 @ (f - whole)
+        per_class = [(f - m) @ prec @ (f - m) - background for m in means]
+        scores.append(-min(per_class))
+    return np.array(scores)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-7 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("params", [{}, {"normalize": True}])
+def test_pooled_matches_reference_loop(params: dict) -> None:
+    data = _data(40, 16, 5)
+    test = np.random.default_rng(9).normal(0, 3, size=(30, 16)).astype(np.float32)
+    got = create("mahalanobis", params).fit(data).score(test, None)
+    if params:
+        train = data.train
+        data = FitData(data.fc, FeatureSet("t", _unit(train.features), train.labels, train.index))
+        test = _unit(test.astype(np.float64))
+    _close(got, _loop_mahalanobis(data, test))
+
+
+def test_class_average_matches_plp_loop() -> None:
+    data = _data(30, 8, 4, seed=1)
+    test = np.random.default_rng(2).normal(0, 3, size=(20, 8)).astype(np.float32)
+    got = create("mahalanobis", {"covariance": "class_average"}).fit(data).score(test, None)
+    _close(got, _loop_mahalanobis(data, test, class_average=True))
+
+
+def test_rmds_matches_openood_loop() -> None:
+    data = _data(25, 12, 6, seed=3)
+    test = np.random.default_rng(4).normal(0, 3, size=(25, 12)).astype(np.float32)
+    _close(create("rmds").fit(data).score(test, None), _loop_rmds(data, test))
+
+
+def test_singular_covariance_uses_pseudo_inverse() -> None:
+    data = _data(3, 20, 4, seed=5)  # 12 rows, D = 20: rank-deficient pooled covariance
+    test = np.random.default_rng(6).normal(size=(7, 20)).astype(np.float32)
+    _close(create("mahalanobis").fit(data).score(test, None), _loop_mahalanobis(data, test))
+    _close(create("rmds").fit(data).score(test, None), _loop_rmds(data, test))
+    with pytest.raises(DataError, match="singular"):
+        create("mahalanobis", {"covariance": "class_average"}).fit(data)
+
+
+def test_class_without_train_rows_is_left_out() -> None:
+    data = _data(20, 6, 5, seed=7, skip=(2,))
+    test = np.random.default_rng(8).normal(size=(10, 6)).astype(np.float32)
+    got = create("mahalanobis").fit(data).score(test, None)
+    assert np.isfinite(got).all()
+    _close(got, _loop_mahalanobis(data, test))
+
+
+def test_single_sample_and_ties() -> None:
+    data = _data(20, 6, 3, seed=10)
+    det = create("mahalanobis").fit(data)
+    row = data.train.features[:1]
+    assert det.score(row, None).shape == (1,)
+    twice = det.score(np.repeat(row, 2, axis=0), None)
+    assert twice[0] == twice[1]
+    # a point equidistant from two identical class means: the min is that shared distance
+    same = _data(20, 6, 2, seed=11)
+    same.train.features[same.train.labels == 1] = same.train.features[same.train.labels == 0]
+    tied = create("mahalanobis").fit(same).score(row, None)
+    _close(tied, _loop_mahalanobis(same, row))
+
+
+def test_blocks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.methods import mahalanobis
+
+    data = _data(30, 10, 4, seed=12)
+    test = np.random.default_rng(13).normal(size=(50, 10)).astype(np.float32)
+    whole = create("rmds").fit(data).score(test, None)
+    monkeypatch.setattr(mahalanobis, "CHUNK_ROWS", 7)
+    _close(create("rmds").fit(data).score(test, None), whole)
+
+
+def test_missing_labels_are_a_data_error() -> None:
+    data = _data(10, 4, 2)
+    data.train.labels[3] = -1
+    with pytest.raises(DataError, match="label"):
+        create("mahalanobis").fit(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "key"),
+    [
+        ("mahalanobis", {"covariance": "full"}, "covariance"),
+        ("mahalanobis", {"normalize": "yes"}, "normalize"),
+        ("mahalanobis", {"shrinkage": 0.1}, "shrinkage"),
+        ("rmds", {"normalize": True}, "normalize"),
+    ],
+)
+def test_invalid_hyperparameters_name_the_key(name: str, params: dict, key: str) -> None:
+    with pytest.raises(ParamsError, match=rf"methods\.{name}\.{key}"):
+        create(name, params)
