@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from stages.errors import DataError
@@ -64,7 +65,7 @@ def best_per_column(rows: list[list], metric: str) -> list[float | None]:
     return best
 
 
-def render(all_metrics: dict[str, dict], metric: str, fmt: str) -> str:
+def render(all_metrics: dict[str, dict], metric: str, fmt: str, color: bool = False) -> str:
     header, rows = leaderboard(all_metrics, metric)
     best = best_per_column(rows, metric)
 
@@ -101,18 +102,17 @@ def render(all_metrics: dict[str, dict], metric: str, fmt: str) -> str:
         table.add_column(name, justify="left" if name == "method" else "right")
     for r in rows:
         table.add_row(
-            r[0],
-            *(
-                cell(v, i, "").join(["[bold]", "[/bold]"])
-                if v is not None and v == best[i - 1]
-                else cell(v, i, "")
-                for i, v in enumerate(r[1:], 1)
-            ),
+            r[0], *(_rich_cell(cell(v, i, ""), v, best[i - 1]) for i, v in enumerate(r[1:], 1))
         )
-    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console = Console(file=io.StringIO(), width=240, force_terminal=color, color_system="standard")
     console.print(table)
     return console.file.getvalue()
 
 
+def _rich_cell(text: str, value: float | None, best: float | None) -> str:
+    return f"[bold]{text}[/bold]" if value is not None and value == best else text
+
+
 def main(metrics_dir: Path, metric: str, fmt: str) -> None:
-    print(render(load_all(metrics_dir), metric, fmt), end="")
+    color = fmt == "table" and sys.stdout.isatty()
+    print(render(load_all(metrics_dir), metric, fmt, color=color), end="")
