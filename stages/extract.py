@@ -1,0 +1,325 @@
+"""Stage ``extract``: manifest + backbone -> ``features/<bb>/<ds>/`` (feature and logit shards).
+
+Resumable although DVC deletes a stage's outputs before running it: finished shards
+live in a work folder *outside* the output, ``features/.work/<bb>/<ds>/<key>/``, where
+``key`` hashes everything the numbers depend on (manifest bytes, backbone spec and
+checkpoint, batch size, shard size, precision, device, library versions). A rerun with
+the same key skips finished shards; the completed directory is then moved into place
+in one rename. Batches never straddle a shard, so a resumed run computes every row in
+exactly the batch it would have had uninterrupted: on CPU in fp32 the result is
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from stages.atomic import replace_dir, write_text
+from stages.backbones import Backbone, forward_features_and_logits, load_backbone, model_head
+from stages.errors import DataError, ParamsError
+from stages.materialize import read_manifest
+from stages.store import sha256_file, shard_name, write_feature_info, write_shard_array
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# features @ W^T + b vs the model's logits, relative to max(1, max |logit|): fp32 only
+# differs by summation order (~1e-6); half precision heads round to ~3 digits.
+HEAD_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
+WORK_VERSION = 1  # bump when the shard contents change for the same inputs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``extract`` params block, validated."""
+
+    batch_size: int = 64
+    num_workers: int = 2
+    precision: str = "fp32"
+    shard_rows: int = 4096
+
+    @classmethod
+    def from_params(cls, settings: dict[str, Any]) -> Settings:
+        if not isinstance(settings, dict):
+            raise ParamsError(f"params.yaml: extract must be a mapping, got {settings!r}")
+        known = cls.__dataclass_fields__
+        for key in settings:
+            if key not in known:
+                raise ParamsError(
+                    f"params.yaml: extract.{key}: unknown key; known: {', '.join(known)}"
+                )
+        out = cls(**settings)
+        for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_rows", 1)):
+            value = getattr(out, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ParamsError(
+                    f"params.yaml: extract.{key} must be an integer >= {low}, got {value!r}"
+                )
+        if out.precision not in PRECISIONS:
+            raise ParamsError(
+                f"params.yaml: extract.precision must be one of {', '.join(PRECISIONS)}, got {out.precision!r}"
+            )
+        return out
+
+
+class ImageFiles(Dataset):
+    """Decoded, transformed images ``root/path`` in manifest order (PIL in the workers)."""
+
+    def __init__(self, root: Path, paths: list[str], transform: Any) -> None:
+        self.root, self.paths, self.transform = root, paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        path = self.root / self.paths[i]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(
+                f"{path}: cannot read image ({err}); it changed since the manifest was written, "
+                "rerun `dvc repro` to re-check the dataset"
+            ) from err
+
+
+def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) -> None:
+    """Extract features (and logits) of every ``ok`` manifest row into ``out``."""
+    cfg = Settings.from_params(settings)
+    frame, meta = read_manifest(manifest)
+    rows = frame[frame["status"] == "ok"].reset_index(drop=True)
+    bb = load_backbone(backbone, spec)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = cfg.precision
+    if precision == "fp16" and device.type != "cuda":
+        print("extract: fp16 autocast needs CUDA; running fp32 on CPU", file=sys.stderr)
+        precision = "fp32"
+    key = work_key(Path(manifest), bb, cfg, precision, device)
+    work = Path(out).parent.parent / ".work" / Path(out).parent.name / Path(out).name
+    job = work / key
+    shards_dir, done_dir = job / "out", job / "done"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    done_dir.mkdir(exist_ok=True)
+    n_shards = -(-len(rows) // cfg.shard_rows)
+    todo = [s for s in range(n_shards) if not (done_dir / f"{shard_name(s)}.json").is_file()]
+    start = time.perf_counter()
+    if todo:
+        _extract_shards(
+            bb, rows, Path(meta["root"]), cfg, precision, device, todo, shards_dir, done_dir
+        )
+    seconds = time.perf_counter() - start
+    info = _info(backbone, meta["dataset"], bb, rows, precision, device, done_dir, n_shards)
+    write_feature_info(shards_dir, info, rows[["index", "label", "path"]])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(shards_dir, Path(out))
+    shutil.rmtree(work, ignore_errors=True)  # this job and stale jobs of other settings
+    _remove_empty_parents(work, stop=Path(out).parent.parent)
+    computed = sum(min(cfg.shard_rows, len(rows) - s * cfg.shard_rows) for s in todo)
+    rate = computed / seconds if seconds > 0 else 0.0
+    print(
+        f"extract {backbone}/{meta['dataset']}: {len(rows)} images, {computed} computed in "
+        f"{seconds:.1f} s ({rate:.1f} img/s), {len(rows) - computed} from finished shards",
+        file=sys.stderr,
+    )
+
+
+def work_key(
+    manifest: Path, bb: Backbone, cfg: Settings, precision: str, device: torch.device
+) -> str:
+    """Hash of every input that changes the numbers (not num_workers: it does not)."""
+    import timm
+
+    ident = {
+        "version": WORK_VERSION,
+        "manifest": sha256_file(manifest),
+        "backbone": bb.info,
+        "batch_size": cfg.batch_size,
+        "shard_rows": cfg.shard_rows,
+        "precision": precision,
+        "device": device.type,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shard_batches(
+    n_rows: int, shard_rows: int, batch_size: int, shards: list[int]
+) -> list[list[int]]:
+    """Row batches for the given shards; a batch never crosses a shard boundary."""
+    batches = []
+    for s in shards:
+        lo, hi = s * shard_rows, min((s + 1) * shard_rows, n_rows)
+        batches.extend(list(range(b, min(b + batch_size, hi))) for b in range(lo, hi, batch_size))
+    return batches
+
+
+def _extract_shards(
+    bb: Backbone,
+    rows: pd.DataFrame,
+    root: Path,
+    cfg: Settings,
+    precision: str,
+    device: torch.device,
+    todo: list[int],
+    shards_dir: Path,
+    done_dir: Path,
+) -> None:
+    """Run the model over the unfinished shards, writing each shard as soon as it is complete."""
+    model, cnn = _prepare(bb.model, device)
+    batches = shard_batches(len(rows), cfg.shard_rows, cfg.batch_size, todo)
+    loader = DataLoader(
+        ImageFiles(root, rows["path"].tolist(), bb.transform),
+        batch_sampler=batches,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    head = model_head(bb.model)
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    pending: dict[str, list[np.ndarray]] = {"features": [], "logits": []}
+    checked = False
+    with (
+        _progress(sum(map(len, batches)), f"{bb.key}") as advance,
+        torch.inference_mode(),
+        autocast,
+    ):
+        for batch, x in zip(batches, loader, strict=True):
+            x = x.to(device, non_blocking=True)
+            if cnn:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats, logits = forward_features_and_logits(model, x)
+            pending["features"].append(feats.float().cpu().numpy())
+            if logits is not None:
+                pending["logits"].append(logits.float().cpu().numpy())
+            if not checked and head is not None:
+                check_head(head, pending["features"][-1], pending["logits"][-1], precision, bb.key)
+                checked = True
+            advance(len(batch))
+            shard, last = divmod(batch[-1], cfg.shard_rows)
+            if last == cfg.shard_rows - 1 or batch[-1] == len(rows) - 1:
+                _write_shard(shards_dir, done_dir, shard, pending)
+                pending = {"features": [], "logits": []}
+
+
+def _prepare(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, bool]:
+    """Move to the device; channels_last for CNNs (faster convolutions on CPU and GPU).
+
+    A ViT has a single patch-embedding conv, a CNN many: that tells them apart."""
+    cnn = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 1
+    model = model.to(device)
+    if cnn:
+        model = model.to(memory_format=torch.channels_last)
+    return model, cnn
+
+
+def check_head(head: Any, feats: np.ndarray, logits: np.ndarray, precision: str, key: str) -> None:
+    """features @ W^T + b must reproduce the model's logits, else scores built on W, b are wrong."""
+    scale = max(1.0, float(np.abs(logits).max()))
+    err = float(np.abs(head.logits(feats) - logits).max())
+    tol = HEAD_TOLERANCE[precision] * scale
+    if not err <= tol:
+        raise DataError(
+            f"backbones.{key}: features @ W^T + b differs from the model's logits by {err:.3g} "
+            f"(tolerance {tol:.3g}, {precision}): the head is not a linear map of the pooled "
+            "features, so logit-based scores would be wrong; use fc: probe or another backbone"
+        )
+
+
+def _write_shard(
+    shards_dir: Path, done_dir: Path, shard: int, pending: dict[str, list[np.ndarray]]
+) -> None:
+    """Write the arrays, then the done marker: a shard without its marker is recomputed."""
+    sums, rows = {}, 0
+    for kind, parts in pending.items():
+        if parts:
+            array = np.concatenate(parts)
+            rows = len(array)
+            sums[kind] = write_shard_array(shards_dir, shard, kind, array)
+    write_text(done_dir / f"{shard_name(shard)}.json", json.dumps({"rows": rows, "sha256": sums}))
+
+
+def _info(
+    backbone: str,
+    dataset: str,
+    bb: Backbone,
+    rows: pd.DataFrame,
+    precision: str,
+    device: torch.device,
+    done_dir: Path,
+    n_shards: int,
+) -> dict[str, Any]:
+    shards = []
+    for s in range(n_shards):
+        done = json.loads((done_dir / f"{shard_name(s)}.json").read_text())
+        shards.append({"name": shard_name(s), "rows": done["rows"], "sha256": done["sha256"]})
+    if sum(s["rows"] for s in shards) != len(rows):
+        raise DataError(
+            f"finished shards in {done_dir} do not add up to {len(rows)} rows; delete it and rerun"
+        )
+    return {
+        "backbone": backbone,
+        "dataset": dataset,
+        "feature_dim": bb.info["feature_dim"],
+        "num_classes": bb.info["num_classes"],
+        "rows": len(rows),
+        "shards": shards,
+        "precision": precision,
+        "device": device.type,
+        "timm": bb.info["timm"],
+        "preprocess": bb.info["preprocess"],
+        "data_config": bb.info["data_config"],
+        "checkpoint_sha256": bb.info.get("checkpoint_sha256"),
+    }
+
+
+@contextlib.contextmanager
+def _progress(total: int, label: str):
+    """A rich bar on stderr with img/s and ETA; yields ``advance(n)``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(label, total=total, rate="   -")
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:6.1f}" if speed else "   -")
+
+        yield advance
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+    """Drop ``.work/<bb>`` and ``.work`` once empty, so no litter is left behind."""
+    for parent in path.parents:
+        if parent == stop or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()

