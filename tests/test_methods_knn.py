@@ -1,0 +1,144 @@
+"""kNN (PLP and OpenOOD variants) and NNGuide against per-sample loops of the references.
+
+The loops work in float64; our top-k uses float32 products of unit vectors (cosines
+exact to ~1e-7), so kNN-OpenOOD agrees to atol 1e-6, and exp(cos / 0.02) to rtol 1e-5
+(the exponent amplifies a cosine error by 1/T = 50). NNGuide to rtol 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from stages.errors import ParamsError
+from stages.methods import FitData, create
+from stages.methods import knn as knn_module
+from stages.store import FeatureSet, Linear
+
+D, C = 16, 5
+
+
+def _problem(n_train: int = 400, seed: int = 0) -> tuple[FitData, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_train, D)).astype(np.float32)
+    train = FeatureSet("train", x, -np.ones(n_train, np.int64), np.arange(n_train, dtype=np.int64))
+    fc = Linear(
+        rng.normal(size=(C, D)).astype(np.float32),
+        rng.normal(size=C).astype(np.float32),
+        [str(c) for c in range(C)],
+    )
+    return FitData(fc=fc, train=train), rng.normal(size=(30, D)).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _loop_plp(train: np.ndarray, test: np.ndarray, k: int, t: float) -> np.ndarray:
+    bank = _unit(train)
+    out = []
+    for f in _unit(test):
+        sims = np.sort(np.exp(bank @ f / t))[::-1]
+        out.append(sims[:k].mean())
+    return np.array(out)
+
+
+def _loop_openood(train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
+    """faiss IndexFlatL2 on normalised features: squared distances, score -D[:, -1]."""
+    bank = _unit(train)
+    return np.array([-np.sort(((bank - f) ** 2).sum(axis=1))[k - 1] for f in _unit(test)])
+
+
+def _loop_nnguide(data: FitData, rows: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
+    """OpenOOD's NNGuide: bank = normalised feats * energy; mean top-k IP * energy."""
+    bank = data.train.features[rows].astype(np.float64)
+    w, b = data.fc.weight.astype(np.float64), data.fc.bias.astype(np.float64)
+    guide = _unit(bank) * logsumexp(bank @ w.T + b, axis=-1)[:, None]
+    out = []
+    for f in test.astype(np.float64):
+        ips = np.sort(guide @ _unit(f))[::-1]
+        out.append(ips[:k].mean() * logsumexp(f @ w.T + b))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("k", "t"), [(1, 0.02), (5, 0.1)])
+def test_plp_matches_loop(k: int, t: float) -> None:
+    data, test = _problem()
+    det = create("knn", {"k": k, "temperature": t}).fit(data)
+    want = _loop_plp(data.train.features, test, k, t)
+    np.testing.assert_allclose(det.score(test, None), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [None, 7])
+def test_openood_matches_loop(k: int | None) -> None:
+    data, test = _problem()
+    det = create("knn", {"variant": "openood", "k": k}).fit(data)
+    assert det.neighbours == (50 if k is None else k)
+    want = _loop_openood(data.train.features, test, det.neighbours)
+    np.testing.assert_allclose(det.score(test, None), want, atol=1e-6)
+
+
+def test_tiles_and_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small tiles (bank split mid-top-k) and duplicated bank rows give the same answer."""
+    data, test = _problem(n_train=101)
+    data.train.features[50:60] = data.train.features[0]  # ten tied neighbours
+    test[0] = data.train.features[0] * 3
+    whole = create("knn", {"variant": "openood", "k": 12}).fit(data).score(test, None)
+    monkeypatch.setattr(knn_module, "QUERY_ROWS", 4)
+    monkeypatch.setattr(knn_module, "BANK_ROWS", 9)
+    tiled = create("knn", {"variant": "openood", "k": 12}).fit(data).score(test, None)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+    np.testing.assert_allclose(tiled, _loop_openood(data.train.features, test, 12), atol=1e-6)
+
+
+def test_single_sample() -> None:
+    data, test = _problem()
+    got = create("knn").fit(data).score(test[:1], None)
+    assert got.shape == (1,)
+    np.testing.assert_allclose(got, _loop_plp(data.train.features, test[:1], 1, 0.02), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("fraction", "k"), [(1.0, 10), (0.25, 5)])
+def test_nnguide_matches_openood_loop(fraction: float, k: int) -> None:
+    data, test = _problem(seed=1)
+    det = create("nnguide", {"bank_fraction": fraction, "k": k}).fit(data)
+    rows = det.bank_rows(len(data.train))
+    assert len(rows) == int(np.ceil(len(data.train) * fraction))
+    logits = data.fc.logits(test)
+    want = _loop_nnguide(data, rows, test, k)
+    np.testing.assert_allclose(det.score(test, logits), want, rtol=1e-5, atol=1e-6)
+
+
+def test_nnguide_bank_is_reproducible() -> None:
+    a = create("nnguide", {"seed": 3}).bank_rows(10_000)
+    b = create("nnguide", {"seed": 3}).bank_rows(10_000)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 100 and not np.array_equal(a, create("nnguide").bank_rows(10_000))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "key"),
+    [
+        ("knn", {"k": 0}, "k"),
+        ("knn", {"variant": "faiss"}, "variant"),
+        ("knn", {"temperature": -1}, "temperature"),
+        ("knn", {"K": 5}, "K"),
+        ("nnguide", {"k": 0}, "k"),
+        ("nnguide", {"bank_fraction": 0}, "bank_fraction"),
+        ("nnguide", {"bank_fraction": 1.5}, "bank_fraction"),
+        ("nnguide", {"alpha": 0.01}, "alpha"),
+    ],
+)
+def test_invalid_hyperparameters_name_the_key(name: str, params: dict, key: str) -> None:
+    with pytest.raises(ParamsError, match=rf"methods\.{name}\.{key}"):
+        create(name, params)
+
+
+def test_k_larger_than_the_bank_names_k() -> None:
+    data, _ = _problem(n_train=20)
+    with pytest.raises(ParamsError, match=r"methods\.knn\.k"):
+        create("knn", {"variant": "openood"}).fit(data)
+    with pytest.raises(ParamsError, match=r"methods\.nnguide\.k"):
+        create("nnguide").fit(data)
