@@ -101,7 +101,7 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     frame, meta = read_manifest(manifest)
     rows = frame[frame["status"] == "ok"].reset_index(drop=True)
     bb = load_backbone(backbone, spec)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device()
     precision = cfg.precision
     if precision == "fp16" and device.type != "cuda":
         print("extract: fp16 autocast needs CUDA; running fp32 on CPU", file=sys.stderr)
@@ -133,6 +133,11 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
         f"{seconds:.1f} s ({rate:.1f} img/s), {len(rows) - computed} from finished shards",
         file=sys.stderr,
     )
+
+
+def select_device() -> torch.device:
+    """The first CUDA device when there is one (``CUDA_VISIBLE_DEVICES`` picks it), else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def work_key(

@@ -72,6 +72,13 @@ def spec(tmp_path_factory) -> dict:
     return {"timm": TINY, "checkpoint": str(path), "preprocess": "timm", "fc": "head"}
 
 
+@pytest.fixture(autouse=True)
+def cpu_only(request, monkeypatch) -> None:
+    """Exact comparisons assume deterministic CPU fp32; the CUDA path has its own test."""
+    if "cuda" not in request.node.name:
+        monkeypatch.setattr(E, "select_device", lambda: torch.device("cpu"))
+
+
 def _arrays(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.npy"))}
 
@@ -212,3 +219,21 @@ def test_head_check_rejects_a_nonlinear_head(spec) -> None:
 def test_shard_batches_never_cross_shards() -> None:
     batches = E.shard_batches(20, 8, 3, [0, 2])
     assert batches == [[0, 1, 2], [3, 4, 5], [6, 7], [16, 17, 18], [19]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_extraction_matches_cpu(dataset, spec, tmp_path, precision: str) -> None:
+    _, manifest = dataset
+    settings = {**SETTINGS, "num_workers": 2, "precision": precision}
+    E.run("tiny", spec, settings, manifest, tmp_path / "f" / "tiny" / "gpu")
+    info = read_feature_info(tmp_path / "f" / "tiny" / "gpu")
+    assert (info["device"], info["precision"]) == ("cuda", precision)
+    gpu = load_features(tmp_path / "f" / "tiny" / "gpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "select_device", lambda: torch.device("cpu"))
+        E.run("tiny", spec, SETTINGS, manifest, tmp_path / "f" / "tiny" / "cpu")
+    cpu = load_features(tmp_path / "f" / "tiny" / "cpu")
+    scale = np.abs(cpu.logits).max()
+    tol = {"fp32": 1e-2, "fp16": 2e-2, "bf16": 1e-1}[precision]  # fp32 convs use TF32 on GPU
+    assert np.abs(gpu.logits - cpu.logits).max() < tol * scale
