@@ -51,14 +51,27 @@ def template_sums(
     return sums, counts
 
 
-def kl_min(probabilities: np.ndarray, templates: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Templates:
+    """log q with 0 where q = 0, and the q = 0 pattern on the columns where it occurs."""
+
+    log_q: np.ndarray  # float64 [C, C]; NaN rows stay NaN
+    zero_cols: np.ndarray  # columns j where some q_cj == 0
+    zero_q: np.ndarray  # float64 [C, len(zero_cols)], 1 where q_cj == 0
+
+    @classmethod
+    def of(cls, templates: np.ndarray) -> Templates:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_q = np.log(templates)
+        zero_q = templates == 0
+        log_q[zero_q] = 0.0  # those pairs are set to +inf in kl_min where p_j > 0
+        zero_cols = np.flatnonzero(zero_q.any(axis=0))
+        return cls(log_q, zero_cols, zero_q[:, zero_cols].astype(np.float64))
+
+
+def kl_min(probabilities: np.ndarray, templates: Templates) -> np.ndarray:
     """min_c KL(p || q_c) per row of p; NaN templates give NaN (np.min propagates it)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_q = np.log(templates)
-    zero_q = templates == 0
-    log_q[zero_q] = 0.0  # these pairs are set to +inf below where p_j > 0
-    zero_cols = np.flatnonzero(zero_q.any(axis=0))
-    zero_q = zero_q[:, zero_cols].astype(np.float64)
+    log_q, zero_cols, zero_q = templates.log_q, templates.zero_cols, templates.zero_q
     out = np.empty(len(probabilities), dtype=np.float64)
     for start in range(0, len(probabilities), CHUNK_ROWS):
         p = np.asarray(probabilities[start : start + CHUNK_ROWS], dtype=np.float64)
@@ -111,7 +124,8 @@ class KLMatching(Detector):
         seen = counts > 0
         self.templates_[seen] = sums[seen] / counts[seen, None]
         self.empty_classes_ = np.flatnonzero(~seen)
+        self.prepared_ = Templates.of(self.templates_)
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return -kl_min(softmax32(logits), self.templates_)
+        return -kl_min(softmax32(logits), self.prepared_)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -36,10 +37,15 @@ class Gaussians:
     precision: np.ndarray  # float64 [D, D], symmetric
     normalize: bool = False
 
+    @cached_property
+    def _mean_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """P mu_c and mu_c P mu_c, computed once (K x D x D) instead of per score call."""
+        p_means = self.means @ self.precision  # [K, D]; P is symmetric
+        return p_means, np.einsum("kd,kd->k", p_means, self.means)
+
     def min_distance(self, features: np.ndarray) -> np.ndarray:
         """min_c (x - mu_c)^T P (x - mu_c) per row (squared, no 1/2)."""
-        p_means = self.means @ self.precision  # [K, D]; P is symmetric
-        mean_terms = np.einsum("kd,kd->k", p_means, self.means)
+        p_means, mean_terms = self._mean_terms
         out = np.empty(len(features), dtype=np.float64)
         for start, block in iter_blocks(features, self.normalize):
             block -= self.shift
