@@ -38,7 +38,7 @@ def main(backbone: str, method: str) -> None:
     if not ood:
         raise DataError("params.yaml: benchmark.ood is empty; list at least one OOD dataset")
 
-        fc = load_fc(fc_path(backbone))
+    fc = load_fc(fc_path(backbone))
     train = (
         load_features(features_dir(backbone, id_train), backbone=backbone)
         if detector.requires & {"train", "labels"}
