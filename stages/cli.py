@@ -28,6 +28,9 @@ def _root() -> None:
     """Keep sub-commands even when only one is registered (typer drops it otherwise)."""
 
 
+app.add_typer(__import__("stages.datalists_cli").datalists_cli.app, name="datalists")
+
+
 @app.command()
 def materialize(
     dataset: Annotated[
