@@ -75,7 +75,7 @@ class Settings:
 
 
 class ImageFiles(Dataset):
-    """Decoded, transformed images ``root/path`` in manifest order (PIL in the workers)."""
+    """Decoded, resized uint8 images ``root/path`` in manifest order (PIL in the workers)."""
 
     def __init__(self, root: Path, paths: list[str], transform: Any) -> None:
         self.root, self.paths, self.transform = root, paths, transform
@@ -184,9 +184,10 @@ def _extract_shards(
 ) -> None:
     """Run the model over the unfinished shards, writing each shard as soon as it is complete."""
     model, cnn = _prepare(bb.model, device)
+    normalize = bb.normalize.to(device)
     batches = shard_batches(len(rows), cfg.shard_rows, cfg.batch_size, todo)
     loader = DataLoader(
-        ImageFiles(root, rows["path"].tolist(), bb.transform),
+        ImageFiles(root, rows["path"].tolist(), bb.pixels),
         batch_sampler=batches,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
@@ -202,7 +203,7 @@ def _extract_shards(
         autocast,
     ):
         for batch, x in zip(batches, loader, strict=True):
-            x = x.to(device, non_blocking=True)
+            x = normalize(x.to(device, non_blocking=True))
             if cnn:
                 x = x.contiguous(memory_format=torch.channels_last)
             feats, logits = forward_features_and_logits(model, x)
