@@ -133,11 +133,18 @@ def report(
     format: Annotated[
         ReportFormat, typer.Option(help="table, markdown or csv")
     ] = ReportFormat.table,
+    backbones: Annotated[
+        str | None, typer.Option(help="comma-separated backbones, side by side (default: all)")
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="also write a heatmap summary figure to this PNG")
+    ] = None,
 ) -> None:
     """Print the metrics as a leaderboard (methods x OOD sets, per backbone)."""
     from stages import report as stage
 
-    stage.main(metrics_dir, metric, format.value)
+    chosen = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
+    stage.main(metrics_dir, metric, format.value, chosen, png)
 
 
 def main() -> None:

@@ -1,4 +1,16 @@
-"""Plot data for ``dvc plots``: ROC points and score histograms per method and dataset."""
+"""Plot data for ``dvc plots``: ROC points and score histograms per method and dataset.
+
+Layout under ``plots/<bb>/`` (one file per method and OOD set, so DVC draws one plot
+per pair and ``dvc plots diff`` compares revisions file by file):
+
+- ``roc/<method>/<ds>.csv``: columns ``fpr, tpr`` (ID positive), drawn with DVC's
+  ``simple`` template.
+- ``hist/<method>/<ds>.csv``: long format, columns ``score, density, sample`` with
+  ``sample`` = ``id`` or ``ood``. A stage-level DVC plot takes one ``y`` field, so the
+  two distributions are rows of one file and the Vega-Lite template
+  ``stages/plot_templates/id_ood_histogram.json`` colours them by ``sample``. (The
+  earlier wide layout ``score, id, ood`` could only ever show the OOD column.)
+"""
 
 from __future__ import annotations
 
@@ -12,6 +24,7 @@ from stages.atomic import atomic_dir
 
 ROC_GRID = np.linspace(0.0, 1.0, 201)
 HIST_BINS = 40
+HIST_TEMPLATE = "stages/plot_templates/id_ood_histogram.json"
 
 
 def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
@@ -22,16 +35,23 @@ def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
 
 
 def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
-    """Densities of ID and OOD scores over shared bins (robust 0.5%-99.5% range)."""
+    """Densities of ID and OOD scores over shared bins (robust 0.5%-99.5% range), long format.
+
+    Each bin is given by its left edge plus a closing row at the right edge, so a
+    step-after line draws the histogram exactly.
+    """
     both = np.r_[id_scores, ood_scores]
     lo, hi = np.quantile(both, [0.005, 0.995])
     if not hi > lo:
         lo, hi = float(both.min()) - 0.5, float(both.max()) + 0.5
     edges = np.linspace(lo, hi, HIST_BINS + 1)
-    id_hist, _ = np.histogram(np.clip(id_scores, lo, hi), bins=edges, density=True)
-    ood_hist, _ = np.histogram(np.clip(ood_scores, lo, hi), bins=edges, density=True)
-    centers = (edges[:-1] + edges[1:]) / 2
-    return pd.DataFrame({"score": centers, "id": id_hist, "ood": ood_hist})
+    frames = []
+    for sample, values in (("id", id_scores), ("ood", ood_scores)):
+        density, _ = np.histogram(np.clip(values, lo, hi), bins=edges, density=True)
+        frames.append(
+            pd.DataFrame({"score": edges, "density": np.r_[density, density[-1]], "sample": sample})
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_plots(

@@ -1,4 +1,9 @@
-"""``oodbench report``: the leaderboard of methods x OOD sets, per backbone, side by side."""
+"""``oodbench report``: the leaderboard of methods x OOD sets, per backbone, side by side.
+
+Reads only the committed ``metrics/<backbone>.json`` files (no features, no DVC), so it
+works in a fresh clone and in CI. Formats: a terminal table, Markdown (for docs and
+PR comments) and CSV (for spreadsheets); ``--png`` adds a heatmap figure for the README.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ SUMMARY_COLUMNS = ("near", "far", "mean")
 
 
 def load_all(metrics_dir: Path, backbones: list[str] | None = None) -> dict[str, dict]:
+    """Metrics of every backbone in `metrics_dir` (or of `backbones`, in that order)."""
     paths = sorted(metrics_dir.glob("*.json"))
     if backbones:
         paths = [metrics_dir / f"{b}.json" for b in backbones]
@@ -57,6 +63,7 @@ def leaderboard(all_metrics: dict[str, dict], metric: str) -> tuple[list[str], l
 
 
 def best_per_column(rows: list[list], metric: str) -> list[float | None]:
+    """The best value of each numeric column (min for FPR, max otherwise), None if empty."""
     pick = min if metric in LOWER_IS_BETTER else max
     best = []
     for col in range(1, len(rows[0]) if rows else 1):
@@ -104,7 +111,12 @@ def render(all_metrics: dict[str, dict], metric: str, fmt: str, color: bool = Fa
         table.add_row(
             r[0], *(_rich_cell(cell(v, i, ""), v, best[i - 1]) for i, v in enumerate(r[1:], 1))
         )
-    console = Console(file=io.StringIO(), width=240, force_terminal=color, color_system="standard")
+    console = Console(
+        file=io.StringIO(),
+        width=240,
+        force_terminal=color,
+        color_system="standard" if color else None,  # no escape codes into pipes and files
+    )
     console.print(table)
     return console.file.getvalue()
 
@@ -113,6 +125,36 @@ def _rich_cell(text: str, value: float | None, best: float | None) -> str:
     return f"[bold]{text}[/bold]" if value is not None and value == best else text
 
 
-def main(metrics_dir: Path, metric: str, fmt: str) -> None:
+def counts_note(all_metrics: dict[str, dict]) -> str:
+    """One line per backbone: ID val size and accuracy, OOD set sizes (what the numbers rest on)."""
+    lines = []
+    for backbone, report in all_metrics.items():
+        ident = report.get("id", {})
+        text = f"{backbone}: ID val n={ident.get('n', '?')}"
+        if ident.get("accuracy") is not None:
+            text += f", accuracy {100 * ident['accuracy']:.2f}%"
+        sizes = ", ".join(f"{k} n={v.get('n', '?')}" for k, v in report.get("ood", {}).items())
+        lines.append(text + (f"; OOD {sizes}" if sizes else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main(
+    metrics_dir: Path,
+    metric: str,
+    fmt: str,
+    backbones: list[str] | None = None,
+    png: Path | None = None,
+) -> None:
+    """Print the leaderboard; optionally write the summary figure to `png`."""
+    all_metrics = load_all(metrics_dir, backbones)
     color = fmt == "table" and sys.stdout.isatty()
-    print(render(load_all(metrics_dir), metric, fmt, color=color), end="")
+    print(render(all_metrics, metric, fmt, color=color), end="")
+    if fmt == "table":
+        print(counts_note(all_metrics), end="")
+    elif fmt == "markdown":
+        print("\n" + counts_note(all_metrics).replace("\n", "  \n"), end="")
+    if png is not None:
+        from stages.summary_figure import write_png
+
+        write_png(all_metrics, metric, png)
+        print(f"wrote {png}", file=sys.stderr)

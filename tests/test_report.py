@@ -1,0 +1,134 @@
+"""The leaderboard, the summary figure and the plot files, on small metrics written here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stages import report
+from stages.cli import app
+from stages.errors import DataError
+from stages.plots import histogram, roc_points
+from stages.summary_figure import metric_matrix, write_png
+
+
+def fake_metrics(offset: float) -> dict:
+    """Two methods x two OOD sets (one near, one far) with means, like evaluate writes."""
+
+    def block(auroc: float) -> dict:
+        return {
+            "auroc": auroc,
+            "fpr95": 1 - auroc,
+            "fpr95_ood_positive": 1 - auroc,
+            "aupr_in": auroc,
+            "aupr_out": auroc,
+        }
+
+    methods = {}
+    for i, method in enumerate(("msp", "energy")):
+        near, far = block(0.6 + 0.1 * i + offset), block(0.8 - 0.1 * i + offset)
+        mean = block((near["auroc"] + far["auroc"]) / 2)
+        methods[method] = {"digits": near, "textures": far, "mean": mean, "near": near, "far": far}
+    return {
+        "id": {"n": 24, "accuracy": 0.9},
+        "ood": {"digits": {"n": 16}, "textures": {"n": 12}},
+        "methods": methods,
+    }
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    for backbone, offset in (("lite0", 0.0), ("lite1", 0.05)):
+        (tmp_path / f"{backbone}.json").write_text(json.dumps(fake_metrics(offset)))
+    return tmp_path
+
+
+def test_csv_puts_backbones_side_by_side(metrics_dir):
+    text = report.render(report.load_all(metrics_dir), "auroc", "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][:3] == ["method", "lite0:digits", "lite0:textures"]
+    assert "lite1:mean" in rows[0]
+    assert [r[0] for r in rows[1:]] == ["msp", "energy"]
+    assert float(rows[1][rows[0].index("lite1:digits")]) == pytest.approx(0.65)
+
+
+def test_markdown_marks_the_best_per_column(metrics_dir):
+    text = report.render(report.load_all(metrics_dir, ["lite1"]), "auroc", "markdown")
+    lines = text.splitlines()
+    assert lines[0] == "| method | digits | textures | near | far | mean |"
+    msp, energy = lines[2], lines[3]
+    assert "**75.00**" in energy and "**85.00**" in msp  # digits: energy best, textures: msp
+
+
+def test_lower_is_better_for_fpr(metrics_dir):
+    header, rows = report.leaderboard(report.load_all(metrics_dir, ["lite0"]), "fpr95")
+    best = report.best_per_column(rows, "fpr95")
+    assert best[header.index("digits") - 1] == pytest.approx(0.3)  # energy: 1 - 0.7
+
+
+def test_table_has_no_escape_codes_off_a_terminal(metrics_dir):
+    text = report.render(report.load_all(metrics_dir), "auroc", "table", color=False)
+    assert "\x1b[" not in text and "lite1:mean" in text
+
+
+def test_cli_report_backbones_metric_and_png(metrics_dir, tmp_path):
+    png = tmp_path / "fig" / "summary.png"
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--metrics-dir",
+            str(metrics_dir),
+            "--backbones",
+            "lite1,lite0",
+            "--metric",
+            "aupr_in",
+            "--format",
+            "markdown",
+            "--png",
+            str(png),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("| method | lite1:digits")
+    assert "lite0: ID val n=24, accuracy 90.00%" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_backbone_and_metric_are_errors(metrics_dir):
+    with pytest.raises(DataError, match=r"lite9\.json: not found"):
+        report.load_all(metrics_dir, ["lite9"])
+    with pytest.raises(DataError, match="unknown metric"):
+        report.leaderboard(report.load_all(metrics_dir), "accuracy")
+
+
+def test_summary_figure_matrix_order(metrics_dir, tmp_path):
+    methods, columns, values = metric_matrix(fake_metrics(0.0), "auroc")
+    assert methods == ["msp", "energy"]
+    assert columns == ["digits", "textures", "near", "far", "mean"]
+    assert values[1, 0] == pytest.approx(0.7)
+    write_png(report.load_all(metrics_dir), "fpr95", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_histogram_is_long_format_with_both_samples():
+    rng = np.random.default_rng(0)
+    frame = histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200))
+    assert list(frame.columns) == ["score", "density", "sample"]
+    for sample in ("id", "ood"):
+        part = frame[frame["sample"] == sample]
+        widths = np.diff(part["score"].to_numpy())
+        # densities integrate to 1 over the bins (the closing row repeats the last bin)
+        assert np.sum(part["density"].to_numpy()[:-1] * widths) == pytest.approx(1.0)
+
+
+def test_roc_points_span_the_grid():
+    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["fpr", "tpr"]
+    assert frame["tpr"].iloc[-1] == 1.0 and frame["fpr"].iloc[0] == 0.0
