@@ -14,7 +14,7 @@ import numpy as np
 from stages import params as P
 from stages.errors import DataError
 from stages.layout import fc_path, features_dir, scores_path
-from stages.methods import FitData, create
+from stages.methods import FitData, from_params
 from stages.store import FeatureSet, load_fc, load_features, save_scores
 
 
@@ -31,7 +31,12 @@ def check_finite(features: FeatureSet) -> None:
 
 def main(backbone: str, method: str) -> None:
     params = P.load_params()
-    detector = create(method, P.get(params, "methods", dict).get(method) or {})
+    methods = P.get(params, "methods", dict)
+    if method not in methods:
+        raise DataError(
+            f"params.yaml: methods.{method} is missing; add a block for it (may be {{}})"
+        )
+    detector = from_params(method, methods[method])
     id_train = P.get(params, "benchmark.id_train", str)
     id_val = P.get(params, "benchmark.id_val", str)
     ood = P.get(params, "benchmark.ood", list)

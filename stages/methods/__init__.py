@@ -4,6 +4,6 @@ Importing this package imports every family so that :func:`registry` sees them a
 """
 
 from stages.methods import gen, gradnorm, klm, knn, logits, mahalanobis, mos, react, shaping, vim  # noqa: F401  (importing registers each family)
-from stages.methods.base import Detector, FitData, create, register, registry
+from stages.methods.base import Detector, FitData, create, from_params, register, registry
 
-__all__ = ["Detector", "FitData", "create", "register", "registry"]
+__all__ = ["Detector", "FitData", "create", "from_params", "register", "registry"]

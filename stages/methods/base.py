@@ -86,11 +86,16 @@ def registry() -> dict[str, type[Detector]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def create(name: str, params: dict[str, Any] | None = None) -> Detector:
-    """Build detector `name` from its params block, validating keys and types."""
+def create(name: str, params: dict[str, Any] | None = None, where: str | None = None) -> Detector:
+    """Build detector `name` from its params block, validating keys and types.
+
+    `where` is the params.yaml key the block came from (default ``methods.<name>``),
+    used in every error message.
+    """
+    where = where or f"methods.{name}"
     known = registry()
     if name not in known:
-        raise ParamsError(f"methods.{name}: unknown method; known methods are {', '.join(known)}")
+        raise ParamsError(f"{where}: unknown method {name!r}; known methods are {', '.join(known)}")
     cls = known[name]
     params = dict(params or {})
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
@@ -99,12 +104,35 @@ def create(name: str, params: dict[str, Any] | None = None) -> Detector:
     for key, value in params.items():
         if key not in fields:
             allowed = ", ".join(fields) or "none"
-            raise ParamsError(
-                f"methods.{name}.{key}: unknown hyperparameter; {name} takes: {allowed}"
-            )
-        kwargs[key] = coerce(f"methods.{name}.{key}", value, hints[key])
+            raise ParamsError(f"{where}.{key}: unknown hyperparameter; {name} takes: {allowed}")
+        kwargs[key] = coerce(f"{where}.{key}", value, hints[key])
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ParamsError(f"{where}.{missing[0]}: required hyperparameter of {name} is not set")
     detector = cls(**kwargs)
     check = getattr(detector, "validate", None)
     if check is not None:
         check()
     return detector
+
+
+def from_params(key: str, block: dict[str, Any] | None) -> Detector:
+    """The detector of params block ``methods.<key>``.
+
+    The block may name a registered method with ``method:``, so one method can run
+    under several keys with different settings (``mahalanobis_pp: {method:
+    mahalanobis, normalize: true}``); by default the key is the method's name.
+    """
+    if block is not None and not isinstance(block, dict):
+        raise ParamsError(f"methods.{key}: expected a mapping of hyperparameters, got {block!r}")
+    block = dict(block or {})
+    name = block.pop("method", key)
+    if not isinstance(name, str):
+        raise ParamsError(f"methods.{key}.method: expected a method name, got {name!r}")
+    return create(name, block, where=f"methods.{key}")

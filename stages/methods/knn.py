@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from scipy.special import logsumexp
 
 from stages.errors import DataError, ParamsError
 from stages.methods.base import Detector, FitData, register
 from stages.store import Linear
+
+if TYPE_CHECKING:
+    import torch
 
 QUERY_ROWS = 2048  # rows of queries per tile
 BANK_ROWS = 16384  # rows of the bank per tile: a tile is 2048 x 16384 float32 = 128 MB
@@ -28,6 +30,8 @@ DEFAULT_K = {"plp": 1, "openood": 50}
 
 
 def device() -> torch.device:
+    import torch  # imported here: methods that never use kNN should not pay for torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -39,6 +43,8 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def to_bank(rows: np.ndarray) -> torch.Tensor:
     """The bank as a float32 tensor on the compute device, uploaded once at fit time."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device())
 
 
@@ -46,6 +52,8 @@ def topk_inner(queries: np.ndarray, bank: torch.Tensor, k: int) -> np.ndarray:
     """The k largest <q, t> over bank rows t, per query row, descending, float32 [n, k]."""
     if k > len(bank):
         raise DataError(f"k={k} neighbours requested from a bank of only {len(bank)} rows")
+    import torch
+
     out = np.empty((len(queries), k), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(queries), QUERY_ROWS):

@@ -1,0 +1,60 @@
+"""Bad names on the command line or in params.yaml: one line on stderr, exit 2, no output."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def snapshot(workspace) -> dict[str, float]:
+    return {
+        str(p.relative_to(workspace)): p.stat().st_mtime_ns
+        for p in workspace.rglob("*")
+        if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["extract", "--backbone", "nosuch", "--dataset", "textures"], "backbones.nosuch"),
+        (["score", "--backbone", "lite0", "--method", "nosuch"], "methods.nosuch"),
+        (["materialize", "--dataset", "nosuch"], "datasets.nosuch"),
+        (["fc", "--backbone", "nosuch"], "backbones.nosuch"),
+    ],
+)
+def test_unknown_names(demo_workspace, args, expected):
+    before = snapshot(demo_workspace)
+    result = run(["oodbench", *args], demo_workspace, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (
+        result.stderr
+    )
+    assert snapshot(demo_workspace) == before
+
+
+def test_unknown_hyperparameter_names_the_key(demo_workspace):
+    params = demo_workspace / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(
+            original.replace("  energy:\n    temperature: 1.0", "  energy:\n    temprature: 1.0")
+        )
+        before = snapshot(demo_workspace)
+        result = run(
+            ["oodbench", "score", "--backbone", "lite0", "--method", "energy"],
+            demo_workspace,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert "methods.energy.temprature: unknown hyperparameter" in result.stderr
+        after = snapshot(demo_workspace)
+        after.pop("params.yaml")
+        before.pop("params.yaml")
+        assert after == before
+    finally:
+        params.write_text(original)
