@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -96,7 +97,11 @@ class ImageFiles(Dataset):
 
 
 def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) -> None:
-    """Extract features (and logits) of every ``ok`` manifest row into ``out``."""
+    """Extract features (and logits) of every ``ok`` manifest row into ``out``.
+
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank r computes shards r, r + W, ...
+    into the shared work folder; rank 0 then waits for every shard and publishes ``out``.
+    Shards and batches are the same as in one process, so is the result."""
     cfg = Settings.from_params(settings)
     frame, meta = read_manifest(manifest)
     rows = frame[frame["status"] == "ok"].reset_index(drop=True)
@@ -106,38 +111,54 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     if precision == "fp16" and device.type != "cuda":
         print("extract: fp16 autocast needs CUDA; running fp32 on CPU", file=sys.stderr)
         precision = "fp32"
-    key = work_key(Path(manifest), bb, cfg, precision, device)
-    work = Path(out).parent.parent / ".work" / Path(out).parent.name / Path(out).name
-    job = work / key
+    rank, world = _rank()
+    out = Path(out)
+    work = out.parent.parent / ".work" / out.parent.name / out.name
+    job = work / work_key(Path(manifest), bb, cfg, precision, device)
     shards_dir, done_dir = job / "out", job / "done"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    done_dir.mkdir(exist_ok=True)
     n_shards = -(-len(rows) // cfg.shard_rows)
-    todo = [s for s in range(n_shards) if not (done_dir / f"{shard_name(s)}.json").is_file()]
+    done = lambda s: (done_dir / f"{shard_name(s)}.json").is_file()  # noqa: E731
+    todo = [s for s in range(rank, n_shards, world) if not done(s)]
     start = time.perf_counter()
-    if todo:
-        _extract_shards(
-            bb, rows, Path(meta["root"]), cfg, precision, device, todo, shards_dir, done_dir
-        )
+    if todo:  # a rank with nothing to do creates nothing (rank 0 may have published already)
+        done_dir.mkdir(parents=True, exist_ok=True)
+        shards_dir.mkdir(exist_ok=True)
+        root = Path(meta["root"])
+        _extract_shards(bb, rows, root, cfg, precision, device, todo, shards_dir, done_dir)
     seconds = time.perf_counter() - start
-    info = _info(backbone, meta["dataset"], bb, rows, precision, device, done_dir, n_shards)
-    write_feature_info(shards_dir, info, rows[["index", "label", "path"]])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    replace_dir(shards_dir, Path(out))
-    shutil.rmtree(work, ignore_errors=True)  # this job and stale jobs of other settings
-    _remove_empty_parents(work, stop=Path(out).parent.parent)
     computed = sum(min(cfg.shard_rows, len(rows) - s * cfg.shard_rows) for s in todo)
-    rate = computed / seconds if seconds > 0 else 0.0
     print(
-        f"extract {backbone}/{meta['dataset']}: {len(rows)} images, {computed} computed in "
-        f"{seconds:.1f} s ({rate:.1f} img/s), {len(rows) - computed} from finished shards",
+        f"extract {backbone}/{meta['dataset']}"
+        + (f" rank {rank}/{world}" if world > 1 else "")
+        + f": {len(rows)} images, {computed} computed in {seconds:.1f} s "
+        f"({computed / max(seconds, 1e-9):.1f} img/s), {len(rows) - computed} from finished shards",
         file=sys.stderr,
     )
+    if rank != 0:
+        return
+    while not all(done(s) for s in range(n_shards)):  # other ranks; torchrun kills us if one dies
+        time.sleep(1.0)
+    info = _info(backbone, meta["dataset"], bb, rows, precision, device, done_dir, n_shards)
+    write_feature_info(shards_dir, info, rows[["index", "label", "path"]])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(shards_dir, out)
+    shutil.rmtree(work, ignore_errors=True)  # this job and stale jobs of other settings
+    _remove_empty_parents(work, stop=out.parent.parent)
+
+
+def _rank() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when run alone."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world:
+        raise ParamsError(f"RANK={rank} is not below WORLD_SIZE={world}; launch with torchrun")
+    return rank, world
 
 
 def select_device() -> torch.device:
-    """The first CUDA device when there is one (``CUDA_VISIBLE_DEVICES`` picks it), else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def work_key(
@@ -183,6 +204,8 @@ def _extract_shards(
     done_dir: Path,
 ) -> None:
     """Run the model over the unfinished shards, writing each shard as soon as it is complete."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # pinned memory and kernels on this rank's GPU only
     model, cnn = _prepare(bb.model, device)
     normalize = bb.normalize.to(device)
     batches = shard_batches(len(rows), cfg.shard_rows, cfg.batch_size, todo)

@@ -150,6 +150,45 @@ def test_resume_after_interruption_is_bit_identical(dataset, spec, tmp_path, mon
     assert not (tmp_path / "features" / ".work").exists()
 
 
+@pytest.mark.slow
+def test_ranks_split_shards_and_rank0_publishes(dataset, spec, tmp_path) -> None:
+    """Two processes as torchrun would start them write one directory, identical to one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _, manifest = dataset
+    reference = tmp_path / "features" / "tiny" / "ref"
+    E.run("tiny", spec, SETTINGS, manifest, reference)
+    out = tmp_path / "features" / "tiny" / "mixed"
+    args = json.dumps(
+        {
+            "backbone": "tiny",
+            "spec": spec,
+            "settings": SETTINGS,
+            "manifest": str(manifest),
+            "out": str(out),
+        }
+    )
+    code = "import json, sys; from stages import extract as E; E.run(**json.loads(sys.argv[1]))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, args],
+            env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "CUDA_VISIBLE_DEVICES": ""},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert "rank 1/2: 20 images, 8 computed" in logs[1]  # shard 1 only
+    assert "rank 0/2: 20 images, 12 computed" in logs[0]  # shards 0 and 2
+    assert _arrays(out) == _arrays(reference)
+    assert not (tmp_path / "features" / ".work").exists()
+
+
 def test_changed_settings_do_not_reuse_old_shards(dataset, spec, tmp_path, monkeypatch) -> None:
     _, manifest = dataset
     out = tmp_path / "features" / "tiny" / "mixed"
