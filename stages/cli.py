@@ -147,6 +147,33 @@ def report(
     stage.main(metrics_dir, metric, format.value, chosen, png)
 
 
+class PredictFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def predict(
+    image: Annotated[Path, typer.Argument(help="an image file (PNG, JPEG, ...)")],
+    backbone: Annotated[
+        str | None, typer.Option(help="backbone key (default: the first of benchmark.backbones)")
+    ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated method keys (default: benchmark.methods)")
+    ] = None,
+    top: Annotated[int, typer.Option(help="how many top classes to show")] = 5,
+    format: Annotated[PredictFormat, typer.Option(help="table or json")] = PredictFormat.table,
+) -> None:
+    """Single-image demo: per method the score, the 95%-ID threshold and the verdict."""
+    from stages import params as P
+    from stages import predict as stage
+
+    if backbone is None:
+        backbone = P.get(P.load_params(), "benchmark.backbones", list)[0]
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    typer.echo(stage.render(stage.predict(image, backbone, chosen, top), format.value), nl=False)
+
+
 def main() -> None:
     try:
         app()

@@ -1,5 +1,8 @@
 """Stage ``evaluate``: metrics per method and OOD set, their means, ID accuracy, plots.
 
+With ``benchmark.one_class: K`` the ID val scores are split by label first (class K
+is ID, every other class an OOD set ``class_<j>``, group near; see stages/oneclass.py).
+
 ``metrics/<bb>.json`` keeps every leaf a scalar under stable keys
 (``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
 so that ``dvc metrics diff`` compares two revisions method by method. Values are raw
@@ -18,6 +21,7 @@ from stages.atomic import write_text
 from stages.errors import DataError, ParamsError
 from stages.layout import fc_path, features_dir, metrics_path, plots_dir, scores_path
 from stages.metrics import METRIC_NAMES, all_metrics
+from stages.oneclass import one_class_of, split_id_val
 from stages.plots import write_plots
 from stages.store import load_fc, load_features, load_scores
 
@@ -59,6 +63,23 @@ def id_accuracy(backbone: str, id_val: str) -> tuple[int, float | None]:
     return len(val), float(np.mean(predictions == val.labels[known]))
 
 
+def one_class_scores(
+    backbone: str, id_val: str, methods: list[str], one_class: int
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """Scores with ID val split by label (class K = ID, ``class_<j>`` = OOD); the new sets."""
+    import pandas as pd
+
+    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    out = {}
+    for method in methods:
+        path = scores_path(backbone, method)
+        rest = load_scores(path)  # a DataError naming the file if it is missing
+        split = split_id_val(pd.read_parquet(path), id_val, val.index, val.labels, one_class)
+        out[method] = {**split, **{k: v for k, v in rest.items() if k != id_val}}
+    extra = [k for k in out[methods[0]] if k.startswith("class_")] if methods else []
+    return out, extra
+
+
 def main(backbone: str) -> None:
     params = P.load_params()
     methods = P.get(params, "benchmark.methods", list)
@@ -77,11 +98,14 @@ def main(backbone: str) -> None:
     report: dict[str, Any] = {"id": {"n": n_id}, "ood": {}, "methods": {}}
     if accuracy is not None:
         report["id"]["accuracy"] = accuracy
-    all_scores = {}
+    one_class = one_class_of(params)
+    all_scores = {m: load_scores(scores_path(backbone, m)) for m in methods}
+    if one_class is not None:
+        all_scores, extra = one_class_scores(backbone, id_val, methods, one_class)
+        ood, groups = extra + ood, {**dict.fromkeys(extra, "near"), **groups}
+        report["id"].update(one_class=one_class, n=int(all_scores[methods[0]][id_val].size))
     for method in methods:
-        scores = load_scores(scores_path(backbone, method))
-        all_scores[method] = scores
-        report["methods"][method] = method_metrics(scores, id_val, ood, groups)
+        report["methods"][method] = method_metrics(all_scores[method], id_val, ood, groups)
     first = all_scores[methods[0]] if methods else {}
     report["ood"] = {name: {"n": int(first[name].size)} for name in ood if name in first}
     write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")

@@ -15,6 +15,7 @@ from stages import params as P
 from stages.errors import DataError
 from stages.layout import fc_path, features_dir, scores_path
 from stages.methods import FitData, from_params
+from stages.oneclass import one_class_of, restrict
 from stages.store import FeatureSet, load_fc, load_features, save_scores
 
 
@@ -54,7 +55,8 @@ def main(backbone: str, method: str) -> None:
         if fs is not None:
             check_finite(fs)
     start = time.perf_counter()
-    detector.fit(FitData(fc=fc, train=train, val=val))
+    one_class = one_class_of(params)  # None: all rows; K: fit on class K (oneclass.py)
+    detector.fit(FitData(fc=fc, train=restrict(train, one_class), val=restrict(val, one_class)))
     fit_seconds = time.perf_counter() - start
 
     rows = [(id_val, val.index, _score(detector, val, fc.logits))]

@@ -1,0 +1,100 @@
+"""One-class benchmark (benchmark.one_class: K): unit tests and a real `dvc repro`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stages.errors import DataError, ParamsError
+from stages.oneclass import one_class_of, restrict, split_id_val
+from stages.store import FeatureSet
+from tests.conftest import run
+
+
+def test_one_class_of_validates_the_key():
+    assert one_class_of({"benchmark": {}}) is None
+    assert one_class_of({"benchmark": {"one_class": None}}) is None
+    assert one_class_of({"benchmark": {"one_class": 3}}) == 3
+    for bad in (-1, "3", True, 1.5):
+        with pytest.raises(ParamsError, match=r"benchmark\.one_class"):
+            one_class_of({"benchmark": {"one_class": bad}})
+
+
+def test_restrict_keeps_the_class_rows():
+    fs = FeatureSet(
+        dataset="train",
+        features=np.arange(12, dtype=np.float32).reshape(6, 2),
+        labels=np.array([0, 1, 2, 1, 0, 1]),
+        index=np.arange(6) + 10,
+    )
+    assert restrict(fs, None) is fs
+    only = restrict(fs, 1)
+    assert only.index.tolist() == [11, 13, 15] and only.features[:, 0].tolist() == [2, 6, 10]
+    with pytest.raises(DataError, match="class 7 has no rows"):
+        restrict(fs, 7)
+
+
+def test_split_id_val_joins_labels_on_the_index():
+    table = pd.DataFrame(
+        {
+            "dataset": ["val"] * 4 + ["ood"],
+            "index": [3, 1, 2, 0, 0],
+            "score": [0.3, 0.1, 0.2, 0.0, 9.0],
+        }
+    )
+    # features in a different order than the score rows: the join must not care
+    split = split_id_val(table, "val", np.array([0, 1, 2, 3]), np.array([5, 5, 6, 7]), 5)
+    assert sorted(split["val"].tolist()) == [0.0, 0.1]
+    assert split["class_6"].tolist() == [0.2] and split["class_7"].tolist() == [0.3]
+    with pytest.raises(DataError, match="unlabelled"):
+        split_id_val(table, "val", np.array([0, 1, 2, 3]), np.array([5, -1, 6, 7]), 5)
+
+
+@pytest.mark.slow
+def test_one_class_repro(demo_workspace):
+    """ID = digit 2; the other five ID digits become OOD sets; detectors fit on class 2."""
+    params_path, dvc_path = demo_workspace / "params.yaml", demo_workspace / "dvc.yaml"
+    original_params, original_dvc = params_path.read_text(), dvc_path.read_text()
+    try:
+        params = yaml.safe_load(original_params)
+        params["benchmark"]["one_class"] = 2
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        # what the repo's dvc.yaml declares once params.yaml has the key (see docs/results.md)
+        text = original_dvc.replace(
+            "      - benchmark.ood\n", "      - benchmark.ood\n      - benchmark.one_class\n"
+        )
+        assert text.count("benchmark.one_class") == 2
+        dvc_path.write_text(text)
+        run(["dvc", "repro"], demo_workspace)
+        report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
+        assert report["id"]["one_class"] == 2 and report["id"]["n"] == 4
+        classes = [f"class_{c}" for c in (0, 1, 3, 4, 5)]
+        assert list(report["ood"]) == [*classes, "digits_near", "textures", "photos"]
+        for name in classes:
+            assert report["ood"][name]["n"] == 4
+        msp = report["methods"]["msp"]
+        assert set(msp) == {*classes, "digits_near", "textures", "photos", "mean", "near", "far"}
+        # react's clip is the 0.99 quantile of the class-2 train rows only
+        from scipy.special import logsumexp
+
+        from stages.methods.react import clip_threshold, clipped_logits
+        from stages.store import load_fc, load_features
+
+        feats = demo_workspace / "features" / "lite0"
+        train = load_features(feats / "digits_id_train")
+        val = load_features(feats / "digits_id_val")
+        fc = load_fc(feats / "fc.safetensors")
+        clip = clip_threshold(train.features[train.labels == 2], 0.99)
+        assert clip != clip_threshold(train.features, 0.99)
+        expected = logsumexp(clipped_logits(val.features, clip, fc.weight, fc.bias), axis=1)
+        scores = pd.read_parquet(demo_workspace / "scores" / "lite0" / "react.parquet")
+        got = scores[scores["dataset"] == "digits_id_val"]["score"].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5)  # every val row is scored
+    finally:
+        params_path.write_text(original_params)
+        dvc_path.write_text(original_dvc)
+        run(["dvc", "repro"], demo_workspace)
