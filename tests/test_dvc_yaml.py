@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.params import STAGE_MATRIX, STAGE_PARAMS, load_params, read_params_file
+
 ROOT = Path(__file__).resolve().parents[1]
 EXEMPT = {"stages/cli.py", "stages/errors.py", "stages/__init__.py"}
 STAGE_MODULE = {
@@ -64,11 +66,27 @@ def covered(module: str, deps: list[str]) -> bool:
 def test_stage_deps_list_every_imported_module(stage):
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     deps = [d for d in spec["deps"] if d.startswith("stages")]
-    missing = sorted(m for m in project_imports(STAGE_MODULE[stage]) - EXEMPT if not covered(m, deps))
+    missing = sorted(
+        m for m in project_imports(STAGE_MODULE[stage]) - EXEMPT if not covered(m, deps)
+    )
     assert not missing, f"dvc.yaml stage {stage!r} imports but does not list: {missing}"
 
 
-def test_each_stage_declares_params():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, spec in stages.items():
-        assert spec.get("params"), f"stage {name} declares no params"
+@pytest.mark.parametrize("stage", sorted(STAGE_MODULE))
+def test_declared_params_match_what_the_code_reads(stage):
+    """dvc.yaml's params lists equal params.STAGE_PARAMS, which load_params() enforces."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    declared = [str(p).replace("${item.", "{").replace("}", "}") for p in spec["params"]]
+    assert declared == list(STAGE_PARAMS[stage])
+    axes = list(spec.get("matrix", {}))
+    assert axes == list(STAGE_MATRIX.get(stage, ()))
+
+
+def test_load_params_under_dvc_returns_only_declared_keys(monkeypatch):
+    params = read_params_file(ROOT / "params.yaml")
+    backbone, method = params["benchmark"]["backbones"][0], "knn_openood"
+    monkeypatch.setenv("DVC_STAGE", f"score@{backbone}-{method}")
+    seen = load_params(ROOT / "params.yaml")
+    assert set(seen) == {"methods", "benchmark"}
+    assert seen["methods"] == {method: params["methods"][method]}
+    assert "backbones" not in seen and "methods" not in seen["benchmark"]
