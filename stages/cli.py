@@ -174,6 +174,32 @@ def predict(
     typer.echo(stage.render(stage.predict(image, backbone, chosen, top), format.value), nl=False)
 
 
+@app.command()
+def tune(
+    backbone: Annotated[str, typer.Argument(help="backbone key under `backbones:`")],
+    method: Annotated[str, typer.Argument(help="method key under `methods:`")],
+    ood: Annotated[
+        str | None,
+        typer.Option(
+            help="validation OOD dataset, not in benchmark.ood (default: benchmark.tune_ood)"
+        ),
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(help="fraction of ID train held out as ID validation")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the hold-out split")] = 0,
+    write: Annotated[bool, typer.Option(help="write the best point into params.yaml")] = True,
+) -> None:
+    """Grid-search a method's hyperparameters on cached features; write the best to params.yaml."""
+    from stages import tune as stage
+
+    result = stage.tune(backbone, method, ood, holdout, seed)
+    typer.echo(stage.render(result), nl=False)
+    if write and result.best is not None:
+        stage.write_choice(Path("params.yaml"), method, result.best)
+        typer.echo(f"wrote methods.{method}: {result.best} to params.yaml; run `dvc repro`")
+
+
 def main() -> None:
     try:
         app()

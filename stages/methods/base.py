@@ -51,6 +51,8 @@ class Detector:
     name: ClassVar[str] = ""
     #: what fit() needs besides the classifier: any of "train", "labels", "val"
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: the hyperparameter grid `oodbench tune` searches (OpenOOD's sweep where it has one)
+    grid: ClassVar[dict[str, list[Any]]] = {}
 
     def fit(self, data: FitData) -> Detector:
         self.fc_ = data.fc

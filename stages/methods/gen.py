@@ -13,6 +13,7 @@ case rounding ever pushes p above 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import softmax
@@ -49,6 +50,12 @@ class GEN(Detector):
     Defaults are the paper's ImageNet setting, gamma = 0.1 and M = 100; M >= C uses
     every class (the paper's CIFAR setting is M = C).
     """
+
+    # OpenOOD's GEN sweep: gamma [0.01, 0.1, 0.5, 1, 2] x M [10, 50, 100]
+    grid: ClassVar[dict[str, list[Any]]] = {
+        "gamma": [0.01, 0.1, 0.5, 1.0, 2.0],
+        "M": [10, 50, 100],
+    }
 
     gamma: float = 0.1
     M: int = 100

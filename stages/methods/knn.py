@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from scipy.special import logsumexp
@@ -92,6 +92,10 @@ class KNN(Detector):
     """
 
     requires = frozenset({"train"})
+
+    # OpenOOD sweeps K [50, 100, 200, 500, 1000]; 1 and 10 add the PLP setting's scale.
+    # Points with more neighbours than the bank has rows are skipped by `tune`.
+    grid: ClassVar[dict[str, list[Any]]] = {"k": [1, 10, 50, 100, 200, 500, 1000]}
 
     variant: Literal["plp", "openood"] = "plp"
     k: int | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy.special import logsumexp
@@ -36,6 +36,9 @@ class ReAct(Detector):
     """
 
     requires = frozenset({"train"})
+
+    # OpenOOD sweeps percentile [85, 90, 95, 99]; the same points as train quantiles
+    grid: ClassVar[dict[str, list[Any]]] = {"quantile": [0.85, 0.9, 0.95, 0.99]}
 
     source: Literal["train", "val"] = "train"
     quantile: float = 0.99

@@ -16,7 +16,7 @@ exp(s1/s2) can overflow; the scores stay well defined only where s2 != 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy import sparse
@@ -118,6 +118,9 @@ class ASH(Detector):
     paper's ImageNet value for the variant (P 60, B 65, S 90).
     """
 
+    # OpenOOD's ASH sweep
+    grid: ClassVar[dict[str, list[Any]]] = {"percentile": [65, 70, 75, 80, 85, 90, 95]}
+
     variant: Literal["p", "b", "s"] = "s"
     percentile: float | None = None
 
@@ -142,6 +145,9 @@ class SCALE(Detector):
     Same k as ASH; the whole feature is scaled, nothing is pruned. Percentile 85 is
     the paper's ImageNet setting and OpenOOD's default.
     """
+
+    # OpenOOD's SCALE sweep
+    grid: ClassVar[dict[str, list[Any]]] = {"percentile": [65, 70, 75, 80, 85, 90, 95]}
 
     percentile: float = 85.0
 

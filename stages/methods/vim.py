@@ -13,7 +13,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy.special import logsumexp
@@ -167,6 +167,10 @@ class _ViMBase(Detector):
 @dataclass
 class ViM(_ViMBase):
     """ViM: logsumexp(z) - alpha * ||(x - u) NS|| (higher = more ID)."""
+
+    # OpenOOD sweeps dim [256, 1000]; 512 is the ViM rule for 768 <= D < 2048.
+    # Points with dim >= D are skipped by `tune`.
+    grid: ClassVar[dict[str, list[Any]]] = {"dim": [256, 512, 1000]}
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         energy = logsumexp(np.asarray(logits, dtype=np.float32), axis=1)
