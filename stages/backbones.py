@@ -212,10 +212,18 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
 
 
 class _ToRGB:
-    """Palette, grey and RGBA images all become 3-channel RGB before the model's transform."""
+    """Palette, grey, CMYK and RGBA images all become 3-channel RGB before the transform.
+
+    16-bit grey PNGs open as mode ``I;16`` / ``I`` (0..65535); PIL's own convert clips
+    them at 255 (a near-white image), so they are rescaled to 8 bits first."""
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return image if image.mode == "RGB" else image.convert("RGB")
+        if image.mode == "RGB":
+            return image
+        if image.mode == "I" or image.mode.startswith("I;16"):
+            wide = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+        return image.convert("RGB")
 
 
 class Normalize(nn.Module):
