@@ -200,6 +200,32 @@ def tune(
         typer.echo(f"wrote methods.{method}: {result.best} to params.yaml; run `dvc repro`")
 
 
+@app.command("import-pkl")
+def import_pkl(
+    pickle_file: Annotated[Path, typer.Argument(help="a ViM / MOODv2 .pkl: features or [W, b]")],
+    out: Annotated[
+        Path, typer.Option(help="feature directory, or the fc file (*.safetensors) with --fc")
+    ],
+    fc: Annotated[bool, typer.Option(help="the pickle is the classifier list [W, b]")] = False,
+    backbone: Annotated[str, typer.Option(help="backbone name recorded in info.json")] = "",
+    dataset: Annotated[str, typer.Option(help="dataset name recorded in info.json")] = "",
+    datalist: Annotated[
+        Path | None, typer.Option(help="datalist giving each feature row's path and label")
+    ] = None,
+) -> None:
+    """Import a pickled feature array or [W, b] list through a restricted unpickler."""
+    from stages import importpkl
+
+    if fc:
+        linear = importpkl.import_fc(pickle_file, out)
+        typer.echo(f"import-pkl: {linear.num_classes} x {linear.weight.shape[1]} fc -> {out}")
+        return
+    if not backbone or not dataset:
+        raise OodbenchError("import-pkl: features need --backbone and --dataset names")
+    n = importpkl.import_features(pickle_file, out, backbone, dataset, datalist)
+    typer.echo(f"import-pkl: {n} feature rows -> {out}")
+
+
 def main() -> None:
     try:
         app()
