@@ -34,7 +34,7 @@ def metric_matrix(report: dict, metric: str) -> tuple[list[str], list[str], np.n
 
 
 def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 120) -> None:
-    """Heatmaps side by side, one per backbone, on a shared colour scale; best per column boxed."""
+    """Heatmaps side by side, one per backbone, on a shared colour scale; best per column (with ties) boxed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -53,7 +53,7 @@ def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 
         ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
         ax.set_yticks(range(len(methods)), methods)
         ax.set_title(backbone)
-        best = np.nanargmin(values, axis=0) if lower else np.nanargmax(values, axis=0)
+        best = np.nanmin(values, axis=0) if lower else np.nanmax(values, axis=0)
         for (i, j), value in np.ndenumerate(values):
             if np.isnan(value):
                 continue
@@ -67,7 +67,7 @@ def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 
                 fontsize=8,
                 color="white" if dark else "black",
             )
-        for j, i in enumerate(best):
+        for i, j in zip(*np.nonzero(values == best), strict=True):  # every tie, as the table
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="red"))
     arrow = "lower is better" if lower else "higher is better"
     fig.colorbar(image, ax=list(axes), label=f"{metric} (%), {arrow}", shrink=0.9)
