@@ -7,11 +7,17 @@ name, and whatever was there before stays untouched until the new one is complet
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from stages.errors import DataError
+
+#: errors that mean "the disk is full", reported as one line instead of a traceback
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextlib.contextmanager
@@ -27,8 +33,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        _raise_if_full(err, dest)
         raise
 
 
@@ -42,8 +49,9 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         replace_dir(tmp, dest)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_full(err, dest)
         raise
 
 
@@ -67,6 +75,16 @@ def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text(dest: str | os.PathLike[str], text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
+
+
+def _raise_if_full(err: BaseException, dest: Path) -> None:
+    """Turn a disk-full OSError into a DataError naming the output (the old one is intact)."""
+    if isinstance(err, OSError) and err.errno in _FULL:
+        raise DataError(
+            f"{dest}: no space left on device while writing it ({err.strerror or err}); "
+            "the previous version is untouched and no partial file remains: free space "
+            "(or point the DVC cache elsewhere) and rerun"
+        ) from err
 
 
 def _umask() -> int:

@@ -12,6 +12,7 @@ fractions; rounding is for display only.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ from stages import params as P
 from stages.atomic import write_text
 from stages.errors import DataError, ParamsError
 from stages.layout import fc_path, features_dir, metrics_path, plots_dir, scores_path
+from stages.materialize import read_manifest
 from stages.metrics import METRIC_NAMES, all_metrics
 from stages.oneclass import one_class_of, split_id_val
 from stages.plots import write_plots
-from stages.store import load_fc, load_features, load_scores
+from stages.store import check_labels, load_fc, load_features, load_scores
 
 GROUPS = ("near", "far")
 
@@ -59,6 +61,7 @@ def id_accuracy(backbone: str, id_val: str) -> tuple[int, float | None]:
     if not known.any():
         return len(val), None
     fc = load_fc(fc_path(backbone))
+    check_labels(val, fc)
     predictions = fc.logits(val.features[known]).argmax(axis=1)
     return len(val), float(np.mean(predictions == val.labels[known]))
 
@@ -80,11 +83,24 @@ def one_class_scores(
     return out, extra
 
 
+def n_skipped(dataset: str) -> int | None:
+    """Images of `dataset` that materialize recorded as unreadable (``skip_bad``) and
+    extraction therefore left out: a metric computed on fewer images says so. None when
+    there is no manifest (features imported with ``oodbench import-pkl``)."""
+    path = Path("data/manifests") / f"{dataset}.parquet"
+    if not path.is_file():
+        return None
+    frame, _ = read_manifest(path)
+    return int((frame["status"] != "ok").sum())
+
+
 def main(backbone: str) -> None:
     params = P.load_params()
     methods = P.get(params, "benchmark.methods", list)
     id_val = P.get(params, "benchmark.id_val", str)
     ood = P.get(params, "benchmark.ood", list)
+    if not ood:
+        raise ParamsError("params.yaml: benchmark.ood is empty; list at least one OOD dataset")
     groups = {}
     for name in ood:
         group = P.get(params, f"datasets.{name}", dict).get("group", "far")
@@ -108,6 +124,10 @@ def main(backbone: str) -> None:
         report["methods"][method] = method_metrics(all_scores[method], id_val, ood, groups)
     first = all_scores[methods[0]] if methods else {}
     report["ood"] = {name: {"n": int(first[name].size)} for name in ood if name in first}
+    for name, entry in [(id_val, report["id"]), *report["ood"].items()]:
+        skipped = n_skipped(name) if not name.startswith("class_") else None
+        if skipped is not None:
+            entry["n_skipped"] = skipped
     write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
     write_plots(plots_dir(backbone), all_scores, id_val, ood)
     print(

@@ -16,7 +16,7 @@ from stages.errors import DataError
 from stages.layout import fc_path, features_dir, scores_path
 from stages.methods import FitData, from_params
 from stages.oneclass import one_class_of, restrict
-from stages.store import FeatureSet, load_fc, load_features, save_scores
+from stages.store import FeatureSet, check_labels, load_fc, load_features, save_scores
 
 
 def check_finite(features: FeatureSet) -> None:
@@ -54,6 +54,7 @@ def main(backbone: str, method: str) -> None:
     for fs in (train, val):
         if fs is not None:
             check_finite(fs)
+            check_labels(fs, fc)
     start = time.perf_counter()
     one_class = one_class_of(params)  # None: all rows; K: fit on class K (oneclass.py)
     detector.fit(FitData(fc=fc, train=restrict(train, one_class), val=restrict(val, one_class)))

@@ -164,10 +164,14 @@ def _load_array(directory: Path, shard: dict, kind: str, verify: bool) -> np.nda
 def save_fc(path: str | Path, fc: Linear, metadata: dict[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    meta = {"class_names": json.dumps(list(fc.class_names)), **(metadata or {})}
     tensors = {
         "weight": np.ascontiguousarray(fc.weight, dtype=np.float32),
         "bias": np.ascontiguousarray(fc.bias, dtype=np.float32),
+    }
+    meta = {
+        "class_names": json.dumps(list(fc.class_names)),
+        **(metadata or {}),
+        "sha256": _tensor_digest(tensors["weight"], tensors["bias"]),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -185,12 +189,39 @@ def load_fc(path: str | Path) -> Linear:
             weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
     except Exception as err:  # safetensors raises several types on corrupt files
         raise DataError(f"{path}: unreadable classifier file ({err}); rerun `dvc repro`") from err
+    if "sha256" in meta and meta["sha256"] != _tensor_digest(weight, bias):
+        raise DataError(
+            f"{path}: checksum mismatch, the classifier file is corrupted; delete it and rerun "
+            "`dvc repro` (or `dvc checkout` to restore it from the cache)"
+        )
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise DataError(f"{path}: W or b holds NaN/Inf; rebuild it with `dvc repro`")
     names = json.loads(meta.get("class_names", "[]")) or [str(c) for c in range(len(bias))]
     if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(names) != len(bias):
         raise DataError(
             f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`"
         )
     return Linear(weight=weight, bias=bias, class_names=names)
+
+
+def _tensor_digest(weight: np.ndarray, bias: np.ndarray) -> str:
+    """sha256 over W then b (float32 bytes): safetensors itself has no checksum."""
+    h = hashlib.sha256(np.ascontiguousarray(weight, np.float32).tobytes())
+    h.update(np.ascontiguousarray(bias, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def check_labels(features: FeatureSet, fc: Linear) -> None:
+    """ID labels must index the classifier's rows; a larger one means a wrong datalist or fc."""
+    too_big = np.flatnonzero(features.labels >= fc.num_classes)
+    if too_big.size:
+        first = int(too_big[0])
+        raise DataError(
+            f"dataset {features.dataset!r}: label {int(features.labels[first])} (manifest index "
+            f"{int(features.index[first])}, {too_big.size} rows in all) is out of range for the "
+            f"classifier's {fc.num_classes} classes; fix the datalist labels (0..C-1, -1 = "
+            "unknown) or the backbone's fc"
+        )
 
 
 def save_scores(path: str | Path, datasets: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
