@@ -117,7 +117,7 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     job = work / work_key(Path(manifest), bb, cfg, precision, device)
     shards_dir, done_dir = job / "out", job / "done"
     n_shards = -(-len(rows) // cfg.shard_rows)
-    done = lambda s: (done_dir / f"{shard_name(s)}.json").is_file()  # noqa: E731
+    done = lambda s: _shard_done(shards_dir, done_dir, s)  # noqa: E731
     todo = [s for s in range(rank, n_shards, world) if not done(s)]
     start = time.perf_counter()
     if todo:  # a rank with nothing to do creates nothing (rank 0 may have published already)
@@ -138,12 +138,22 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
         return
     while not all(done(s) for s in range(n_shards)):  # other ranks; torchrun kills us if one dies
         time.sleep(1.0)
+    for stale in shards_dir.glob(".*.tmp"):  # temp files of a killed writer (SIGKILL)
+        stale.unlink()
     info = _info(backbone, meta["dataset"], bb, rows, precision, device, done_dir, n_shards)
     write_feature_info(shards_dir, info, rows[["index", "label", "path"]])
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(shards_dir, out)
     shutil.rmtree(work, ignore_errors=True)  # this job and stale jobs of other settings
     _remove_empty_parents(work, stop=out.parent.parent)
+
+
+def _shard_done(shards_dir: Path, done_dir: Path, shard: int) -> bool:
+    """A shard is done when its marker and its arrays are there. A run killed after
+    publishing (the arrays moved to the output) but before removing the work folder
+    leaves markers without arrays: those shards are recomputed, not published empty."""
+    name = shard_name(shard)
+    return (done_dir / f"{name}.json").is_file() and (shards_dir / f"{name}.features.npy").is_file()
 
 
 def _rank() -> tuple[int, int]:
