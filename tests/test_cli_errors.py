@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import run
+from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +18,11 @@ def snapshot(workspace) -> dict[str, float]:
     }
 
 
+@catalogue(
+    "params",
+    "the command line or params.yaml names an unknown backbone, method or dataset",
+    "one `error:` line naming the key (`backbones.nosuch`, ...), exit 2, no file touched",
+)
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -37,6 +43,11 @@ def test_unknown_names(demo_workspace, args, expected):
     assert snapshot(demo_workspace) == before
 
 
+@catalogue(
+    "params",
+    "a method block has an unknown (misspelt) hyperparameter",
+    "one `error:` line `methods.energy.temprature: unknown hyperparameter`, exit 2, no file touched",
+)
 def test_unknown_hyperparameter_names_the_key(demo_workspace):
     params = demo_workspace / "params.yaml"
     original = params.read_text()

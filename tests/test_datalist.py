@@ -9,6 +9,7 @@ import pytest
 
 from stages.datalist import Entry, parse_datalist, parse_line
 from stages.errors import DataError
+from tests.faults_catalogue import catalogue
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -16,6 +17,11 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
+@catalogue(
+    "datalist",
+    "the datalist has blank lines, `#` comments or bare paths",
+    "blank and comment lines are skipped (line numbers stay the file's); a bare path gets label -1",
+)
 def test_parses_labels_comments_blank_lines_and_bare_paths(tmp_path: Path) -> None:
     lst = write(
         tmp_path / "a.txt", "# header\n\na/1.png 3\n  ./b/2.png   0  \nood/x.jpg\nood/y.jpg -1\n"
@@ -28,6 +34,11 @@ def test_parses_labels_comments_blank_lines_and_bare_paths(tmp_path: Path) -> No
     ]
 
 
+@catalogue(
+    "datalist",
+    "the list has Windows line endings, a BOM, or UTF-8 paths with spaces",
+    "read exactly like an LF/ASCII list",
+)
 def test_crlf_bom_and_utf8_paths_with_spaces(tmp_path: Path) -> None:
     lst = write(tmp_path / "a.txt", "\ufeffcafé/naïve photo.jpg 2\r\n# c\r\n日本/画像.png -1\r\n")
     assert parse_datalist(lst) == [
@@ -40,6 +51,11 @@ def test_no_trailing_newline(tmp_path: Path) -> None:
     assert parse_datalist(write(tmp_path / "a.txt", "x.png 1")) == [Entry(1, "x.png", 1)]
 
 
+@catalogue(
+    "datalist",
+    "a path has `..`, is absolute, has a backslash, or a label is not an integer >= -1",
+    "error `<list>: line N: ...` says what is wrong and how to write the line",
+)
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
@@ -65,18 +81,31 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, needle: str) ->
     assert "\n" not in message
 
 
+@catalogue(
+    "datalist", "a line is not valid UTF-8", "error names the line and the byte; re-save as UTF-8"
+)
 def test_invalid_utf8_names_line(tmp_path: Path) -> None:
     lst = write(tmp_path / "bad.txt", b"a.png 0\nb\xff.png 1\n")
     with pytest.raises(DataError, match=r"bad\.txt: line 2: not valid UTF-8"):
         parse_datalist(lst)
 
 
+@catalogue(
+    "datalist",
+    "a path is listed twice (also as `./a` vs `a`)",
+    "error names the duplicate line and the first one",
+)
 def test_duplicates_after_normalisation(tmp_path: Path) -> None:
     lst = write(tmp_path / "d.txt", "a/b.png 0\nc.png 1\n./a/b.png 0\n")
     with pytest.raises(DataError, match=r"line 3: duplicate path 'a/b.png' \(first on line 1\)"):
         parse_datalist(lst)
 
 
+@catalogue(
+    "datalist",
+    "many lines are bad",
+    "all reported in one error, capped at 20 items plus `... and N more`",
+)
 def test_many_errors_are_listed_together_and_capped(tmp_path: Path) -> None:
     lst = write(tmp_path / "m.txt", "".join(f"img{i}.png x\n" for i in range(30)))
     with pytest.raises(DataError) as err:
@@ -88,12 +117,22 @@ def test_many_errors_are_listed_together_and_capped(tmp_path: Path) -> None:
     assert len(lines) == 22
 
 
+@catalogue(
+    "datalist",
+    "the datalist is empty, or holds only blank and comment lines",
+    "error: `empty datalist` / `no entries`, with the expected `path label` format",
+)
 @pytest.mark.parametrize("content", ["", "\n\n  \n", "# only comments\n\n"])
 def test_empty_lists(tmp_path: Path, content: str) -> None:
     with pytest.raises(DataError, match=r"empty datalist|no entries"):
         parse_datalist(write(tmp_path / "e.txt", content))
 
 
+@catalogue(
+    "datalist",
+    "the datalist file is missing",
+    "error names the file and says to create it (or run `oodbench materialize --demo`)",
+)
 def test_missing_list_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.txt: datalist not found; create it"):
         parse_datalist(tmp_path / "nope.txt")
@@ -104,6 +143,11 @@ def test_directory_is_not_a_list(tmp_path: Path) -> None:
         parse_datalist(tmp_path)
 
 
+@catalogue(
+    "datalist",
+    "a listed path is a symlink that resolves outside the data root",
+    "error names the line; links that stay inside the root are accepted",
+)
 def test_symlink_escaping_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)

@@ -18,6 +18,7 @@ from stages import extract as E
 from stages.backbones import load_backbone, model_head
 from stages.errors import DataError, ParamsError
 from stages.store import load_features, read_feature_info
+from tests.faults_catalogue import catalogue
 
 TINY = "test_efficientnet"  # 0.36M parameters, 160 px input: a real EfficientNet, fast on CPU
 SETTINGS = {"batch_size": 3, "num_workers": 0, "precision": "fp32", "shard_rows": 8}
@@ -110,6 +111,11 @@ def test_extract_shards_rows_and_logits(dataset, spec, tmp_path) -> None:
     assert not (tmp_path / "features" / ".work").exists()  # work folder cleaned up
 
 
+@catalogue(
+    "files",
+    "extraction is interrupted between shards (in-process)",
+    "finished shards are kept in the work folder; the rerun computes only the rest and is bit-identical",
+)
 def test_resume_after_interruption_is_bit_identical(dataset, spec, tmp_path, monkeypatch) -> None:
     _, manifest = dataset
     reference = tmp_path / "features" / "tiny" / "ref"
@@ -214,6 +220,11 @@ def test_bf16_on_cpu_is_close_to_fp32(dataset, spec, tmp_path) -> None:
     assert np.abs(fp32.logits - bf16.logits).max() < 0.1 * scale
 
 
+@catalogue(
+    "images",
+    "an image becomes unreadable after materialize checked it",
+    "extract fails naming the image and asks to rerun `dvc repro` to re-check",
+)
 def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
     _, manifest = dataset
     frame = pd.read_parquet(manifest)
@@ -231,6 +242,11 @@ def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
         )
 
 
+@catalogue(
+    "params",
+    "an `extract` setting is unknown or of the wrong type",
+    "ParamsError naming `extract.<key>` and the allowed values",
+)
 @pytest.mark.parametrize(
     ("settings", "match"),
     [

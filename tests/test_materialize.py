@@ -16,6 +16,7 @@ from PIL import Image
 
 from stages import materialize
 from stages.errors import DataError
+from tests.faults_catalogue import catalogue
 
 
 def png_bytes(seed: int, size: tuple[int, int] = (16, 12), mode: str = "RGB") -> bytes:
@@ -82,6 +83,11 @@ def test_good_list_writes_manifest(tree: Path, tmp_path: Path) -> None:
     assert str(schema.field("index").type) == "int64" and str(schema.field("label").type) == "int64"
 
 
+@catalogue(
+    "images",
+    "images are missing, zero bytes, truncated JPEG, damaged PNG, not an image, or a directory",
+    "materialize fails listing `line N: path: reason` for each (up to 20); no manifest is written",
+)
 def test_bad_files_fail_with_list_and_no_output(tree: Path, tmp_path: Path) -> None:
     lst = tmp_path / "mixed.txt"
     lst.write_text(GOOD + BAD, encoding="utf-8")
@@ -103,6 +109,11 @@ def test_bad_files_fail_with_list_and_no_output(tree: Path, tmp_path: Path) -> N
     assert not out.exists()
 
 
+@catalogue(
+    "images",
+    "`--skip-bad` or `datasets.<ds>.skip_bad: true` is set",
+    "bad images are recorded in the manifest with their reason and skipped by extract; row indices keep datalist order",
+)
 def test_skip_bad_records_statuses(tree: Path, tmp_path: Path) -> None:
     lst = tmp_path / "mixed.txt"
     lst.write_text(GOOD + BAD, encoding="utf-8")
@@ -119,6 +130,9 @@ def test_skip_bad_records_statuses(tree: Path, tmp_path: Path) -> None:
     assert frame["index"].tolist() == list(range(10))
 
 
+@catalogue(
+    "images", "more than 20 images are bad", "the first 20 are listed, then `... and N more`"
+)
 def test_too_many_bad_files_are_capped(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
@@ -131,6 +145,11 @@ def test_too_many_bad_files_are_capped(tmp_path: Path) -> None:
     assert len(lines) == 22 and lines[-1] == "  ... and 5 more"
 
 
+@catalogue(
+    "images",
+    "an image has huge dimensions (decompression bomb)",
+    "refused from its header (> 89.5 Mpx) before any pixel is decoded",
+)
 def test_decompression_bomb_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "r"
     root.mkdir()
@@ -141,6 +160,11 @@ def test_decompression_bomb_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert materialize.decode_status(root / "small.png") == "ok"
 
 
+@catalogue(
+    "datalist",
+    "a symlink escapes the root while `skip_bad` is on",
+    "still an error: escaping the root is never skippable",
+)
 def test_symlink_outside_root_is_never_skipped(tree: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside.png"
     outside.write_bytes(png_bytes(9))
@@ -154,6 +178,7 @@ def test_symlink_outside_root_is_never_skipped(tree: Path, tmp_path: Path) -> No
     assert not (tmp_path / "s.parquet").exists()
 
 
+@catalogue("params", "a dataset root is not a directory", "error names `datasets.<ds>.root`")
 def test_missing_root_names_params_key(tmp_path: Path) -> None:
     lst = tmp_path / "l.txt"
     lst.write_text("a.png 0\n")
@@ -161,6 +186,11 @@ def test_missing_root_names_params_key(tmp_path: Path) -> None:
         materialize.run("l", lst, tmp_path / "nowhere", tmp_path / "o.parquet", skip_bad=False)
 
 
+@catalogue(
+    "files",
+    "materialize fails over an existing manifest",
+    "the old manifest stays byte-identical and no temp file remains",
+)
 def test_failure_keeps_previous_manifest(tree: Path, tmp_path: Path) -> None:
     lst = tmp_path / "d.txt"
     out = tmp_path / "d.parquet"
@@ -174,6 +204,11 @@ def test_failure_keeps_previous_manifest(tree: Path, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".d.parquet")] == []
 
 
+@catalogue(
+    "files",
+    "a manifest is missing, not Parquet, or lacks columns/metadata",
+    "error names the file and says to rerun `dvc repro`",
+)
 def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"x\.parquet: manifest missing; run `dvc repro`"):
         materialize.read_manifest(tmp_path / "x.parquet")

@@ -13,6 +13,7 @@ from scipy.linalg import pinvh
 from stages.errors import DataError, ParamsError
 from stages.methods import FitData, create
 from stages.store import FeatureSet, Linear
+from tests.faults_catalogue import catalogue
 
 
 def _data(n_per_class: int, d: int, c: int, seed: int = 0, skip: tuple[int, ...] = ()) -> FitData:
@@ -101,6 +102,11 @@ def test_rmds_matches_openood_loop() -> None:
     _close(create("rmds").fit(data).score(test, None), _loop_rmds(data, test))
 
 
+@catalogue(
+    "arrays",
+    "a class covariance is singular (fewer rows than dimensions)",
+    "the pooled estimate uses a pseudo-inverse and matches the reference; `class_average` refuses with a `singular` error",
+)
 def test_singular_covariance_uses_pseudo_inverse() -> None:
     data = _data(3, 20, 4, seed=5)  # 12 rows, D = 20: rank-deficient pooled covariance
     test = np.random.default_rng(6).normal(size=(7, 20)).astype(np.float32)
@@ -118,6 +124,9 @@ def test_class_without_train_rows_is_left_out() -> None:
     _close(got, _loop_mahalanobis(data, test))
 
 
+@catalogue(
+    "arrays", "a single sample is scored", "one finite score of shape (1,); ties give equal scores"
+)
 def test_single_sample_and_ties() -> None:
     data = _data(20, 6, 3, seed=10)
     det = create("mahalanobis").fit(data)

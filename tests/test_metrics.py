@@ -7,6 +7,7 @@ import pytest
 
 from stages import metrics as M
 from stages.errors import DataError
+from tests.faults_catalogue import catalogue
 
 
 @pytest.fixture
@@ -77,6 +78,11 @@ def test_aupr_out_is_aupr_in_with_roles_swapped(normal_pair):
     assert M.aupr_out(ind, ood) == pytest.approx(M.aupr_in(-ood, -ind), abs=1e-12)
 
 
+@catalogue(
+    "arrays",
+    "all scores are equal",
+    "AUROC 0.5 and FPR95 1.0 (ties count against the method), never NaN",
+)
 def test_perfect_and_constant_scores():
     ind, ood = np.arange(10.0, 20.0), np.arange(10.0)
     expected = {
@@ -92,12 +98,18 @@ def test_perfect_and_constant_scores():
     assert flat["fpr95"] == 1.0  # ties at the threshold count as false positives
 
 
+@catalogue("arrays", "ID or OOD has a single sample", "metrics are still defined")
 def test_single_samples():
     assert M.fpr95(np.array([1.0]), np.array([0.5])) == 0.0
     assert M.fpr95(np.array([1.0]), np.array([1.0])) == 1.0
     assert M.auroc(np.array([1.0]), np.array([0.0])) == 1.0
 
 
+@catalogue(
+    "arrays",
+    "scores hold NaN/Inf or an OOD set is empty",
+    "DataError instead of a silent NaN metric",
+)
 def test_rejects_nan_and_empty():
     with pytest.raises(DataError, match="NaN/Inf"):
         M.auroc(np.array([1.0, np.nan]), np.array([0.0]))
