@@ -22,10 +22,22 @@ import torch
 from PIL import Image
 from torch import nn
 
+from stages import converters, presets
 from stages.errors import ParamsError
 from stages.store import Linear, sha256_file
 
-KNOWN_KEYS = ("timm", "checkpoint", "preprocess", "fc", "num_classes")
+KNOWN_KEYS = (
+    "timm",
+    "clip",
+    "checkpoint",
+    "converter",
+    "preprocess",
+    "reference_size",
+    "fc",
+    "num_classes",
+    "groups",
+    "classes",
+)
 PREPROCESS = ("timm", "reference")
 FC_MODES = ("head", "probe", "plp", "mos")
 PACKAGE_PREFIX = "package:"
@@ -47,44 +59,58 @@ class Backbone:
 
 
 def validate_spec(key: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Check a ``backbones.<key>`` block; errors name the offending params key."""
+    """Check a ``backbones.<key>`` block (a ``preset:`` is expanded first); errors name the key."""
     where = f"backbones.{key}"
     if not isinstance(spec, dict):
         raise ParamsError(f"params.yaml: {where} must be a mapping, got {spec!r}")
+    spec = presets.expand(key, spec)
     for name in spec:
         if name not in KNOWN_KEYS:
             raise ParamsError(
-                f"params.yaml: {where}.{name}: unknown key; known: {', '.join(KNOWN_KEYS)}"
+                f"params.yaml: {where}.{name}: unknown key; known: preset, {', '.join(KNOWN_KEYS)}"
             )
+    out = {k: spec.get(k) for k in KNOWN_KEYS}
+    out.update(
+        preprocess=spec.get("preprocess", "timm"),
+        fc=spec.get("fc", "head"),
+        converter=spec.get("converter", "auto"),
+    )
+    _check_model(where, out)
+    for name in ("checkpoint", "groups", "classes"):
+        if out[name] is not None and not isinstance(out[name], str):
+            raise ParamsError(f"params.yaml: {where}.{name} must be a string, got {out[name]!r}")
+    choices = {"preprocess": PREPROCESS, "fc": FC_MODES, "converter": converters.CONVERTERS}
+    for name, allowed in choices.items():
+        if out[name] not in allowed:
+            raise ParamsError(
+                f"params.yaml: {where}.{name} must be one of {allowed}, got {out[name]!r}"
+            )
+    for name, low in (("num_classes", 0), ("reference_size", 16)):
+        v = out[name]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ParamsError(f"params.yaml: {where}.{name} must be an integer >= {low}, got {v!r}")
+    if out["fc"] == "mos" and out["groups"] is None:
+        raise ParamsError(f"params.yaml: {where}.groups: fc: mos needs a class -> group file")
+    return out
+
+
+def _check_model(where: str, cfg: dict[str, Any]) -> None:
+    """Exactly one of ``timm:`` / ``clip:``, naming a model the library knows."""
+    if (cfg["timm"] is None) == (cfg["clip"] is None):
+        raise ParamsError(f"params.yaml: {where}: set exactly one of timm:, clip: or preset:")
+    if cfg["clip"] is not None:
+        from stages.clip import check_clip_name
+
+        check_clip_name(where, cfg["clip"])
+        return
     import timm
 
-    name = spec.get("timm")
+    name = cfg["timm"]
     if not isinstance(name, str) or not timm.is_model(name):
         raise ParamsError(
             f"params.yaml: {where}.timm: unknown timm model {name!r} "
             "(see `python -c 'import timm; print(timm.list_models())'`)"
         )
-    out = {
-        "timm": name,
-        "checkpoint": spec.get("checkpoint"),
-        "preprocess": spec.get("preprocess", "timm"),
-        "fc": spec.get("fc", "head"),
-        "num_classes": spec.get("num_classes"),
-    }
-    if out["checkpoint"] is not None and not isinstance(out["checkpoint"], str):
-        raise ParamsError(
-            f"params.yaml: {where}.checkpoint must be a string, got {out['checkpoint']!r}"
-        )
-    if out["preprocess"] not in PREPROCESS:
-        raise ParamsError(
-            f"params.yaml: {where}.preprocess must be one of {PREPROCESS}, got {out['preprocess']!r}"
-        )
-    if out["fc"] not in FC_MODES:
-        raise ParamsError(f"params.yaml: {where}.fc must be one of {FC_MODES}, got {out['fc']!r}")
-    nc = out["num_classes"]
-    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 0):
-        raise ParamsError(f"params.yaml: {where}.num_classes must be an integer >= 0, got {nc!r}")
-    return out
 
 
 def resolve_checkpoint(ref: str, where: str = "checkpoint") -> Path:
@@ -173,33 +199,22 @@ def convert_state_dict(
 
 
 def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
-    """Build the timm model for ``backbones.<key>``, load its weights, set eval mode."""
-    import timm
-
+    """Build the model for ``backbones.<key>``, load its weights, set eval mode."""
     cfg = validate_spec(key, spec)
     where = f"backbones.{key}"
-    kwargs: dict[str, Any] = {}
-    if cfg["num_classes"] is not None:
-        kwargs["num_classes"] = cfg["num_classes"]
-    checkpoint_path = None
-    if cfg["checkpoint"] is None:
-        try:
-            model = timm.create_model(cfg["timm"], pretrained=True, **kwargs)
-        except Exception as err:  # hub / network errors vary
-            raise ParamsError(
-                f"params.yaml: {where}.timm: could not fetch pretrained weights for {cfg['timm']!r} "
-                f"({err}); set {where}.checkpoint to a local file for offline use"
-            ) from err
+    checkpoint_path = (
+        resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint") if cfg["checkpoint"] else None
+    )
+    if cfg["clip"] is not None:
+        from stages.clip import create_clip
+
+        model = create_clip(cfg["clip"], checkpoint_path, where)
     else:
-        checkpoint_path = resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint")
-        model = timm.create_model(cfg["timm"], pretrained=False, **kwargs)
-        source = read_state_dict(checkpoint_path)
-        state = convert_state_dict(
-            source, model.state_dict(), f"{where}.checkpoint ({checkpoint_path})"
-        )
-        model.load_state_dict(state, strict=True)
+        model = _create_timm(cfg, checkpoint_path, where)
     model.eval()
-    pixels, normalize, data_config = build_transform(model, cfg["preprocess"])
+    pixels, normalize, data_config = build_transform(
+        model, cfg["preprocess"], cfg["reference_size"]
+    )
     head = model_head(model)
     info = {
         **{k: v for k, v in cfg.items() if v is not None},
@@ -209,6 +224,32 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
         "num_classes": head.num_classes if head is not None else 0,
     }
     return Backbone(key=key, model=model, pixels=pixels, normalize=normalize, info=info)
+
+
+def _create_timm(cfg: dict[str, Any], checkpoint: Path | None, where: str) -> nn.Module:
+    """timm model with hub weights (no checkpoint) or a converted local checkpoint."""
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    if cfg["num_classes"] is not None:
+        kwargs["num_classes"] = cfg["num_classes"]
+    if checkpoint is None:
+        try:
+            return timm.create_model(cfg["timm"], pretrained=True, **kwargs)
+        except Exception as err:  # hub / network errors vary
+            raise ParamsError(
+                f"params.yaml: {where}.timm: could not fetch pretrained weights for {cfg['timm']!r} "
+                f"({err}); set {where}.checkpoint to a local file for offline use"
+            ) from err
+    model = timm.create_model(cfg["timm"], pretrained=False, **kwargs)
+    here = f"{where}.checkpoint ({checkpoint})"
+    if checkpoint.suffix == ".npz" or cfg["converter"] == "bit":
+        converters.load_bit_npz(model, checkpoint, here)
+        return model
+    target = model.state_dict()
+    source = converters.convert(read_state_dict(checkpoint), cfg["converter"], target, here)
+    model.load_state_dict(convert_state_dict(source, target, here), strict=True)
+    return model
 
 
 class _ToRGB:
@@ -243,12 +284,14 @@ class Normalize(nn.Module):
 
 
 def build_transform(
-    model: nn.Module, preprocess: str
+    model: nn.Module, preprocess: str, reference_size: int | None = None
 ) -> tuple[Callable, Normalize, dict[str, Any]]:
     """(PIL -> uint8 CHW tensor, uint8 -> normalised float, description).
 
     ``timm``: the model's own eval data config (resize, crop, interpolation, mean, std);
-    ``reference``: the seeds' square bilinear resize to the input size with mean=std=0.5."""
+    ``reference``: the seeds' square bilinear resize (PIL, antialiased, as torchvision's
+    ``Resize((s, s))`` on PIL images) to ``reference_size`` when given (BiT: 480, the ViM
+    seed's size), else the model's input size, with mean=std=0.5."""
     import timm.data
     from torchvision import transforms as T
 
@@ -258,7 +301,7 @@ def build_transform(
         desc = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
         mean, std = tuple(config["mean"]), tuple(config["std"])
     else:
-        size = tuple(config["input_size"][1:])
+        size = (reference_size,) * 2 if reference_size else tuple(config["input_size"][1:])
         tf = T.Compose(
             [T.Resize(size, interpolation=T.InterpolationMode.BILINEAR), T.PILToTensor()]
         )
