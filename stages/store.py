@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,9 @@ class Linear:
     weight: np.ndarray  # float32 [C, D]
     bias: np.ndarray  # float32 [C]
     class_names: list[str]
+    #: other tensors of the fc file that some methods need (stages/heads.py): the CLIP
+    #: projection and text embeddings (mcm), the class -> group ids of a MOS head
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -173,6 +176,11 @@ def save_fc(path: str | Path, fc: Linear, metadata: dict[str, str] | None = None
         **(metadata or {}),
         "sha256": _tensor_digest(tensors["weight"], tensors["bias"]),
     }
+    if fc.extras:
+        if set(fc.extras) & set(tensors):
+            raise DataError(f"{path}: extra tensors may not be named weight or bias")
+        tensors |= {k: np.ascontiguousarray(v) for k, v in sorted(fc.extras.items())}
+        meta["extras_sha256"] = _extras_digest(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -187,9 +195,12 @@ def load_fc(path: str | Path) -> Linear:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
+            names = [k for k in f.keys() if k not in ("weight", "bias")]  # noqa: SIM118
+            extras = {k: f.get_tensor(k) for k in names}
     except Exception as err:  # safetensors raises several types on corrupt files
         raise DataError(f"{path}: unreadable classifier file ({err}); rerun `dvc repro`") from err
-    if "sha256" in meta and meta["sha256"] != _tensor_digest(weight, bias):
+    extras_bad = extras and meta.get("extras_sha256") != _extras_digest(extras)
+    if ("sha256" in meta and meta["sha256"] != _tensor_digest(weight, bias)) or extras_bad:
         raise DataError(
             f"{path}: checksum mismatch, the classifier file is corrupted; delete it and rerun "
             "`dvc repro` (or `dvc checkout` to restore it from the cache)"
@@ -201,7 +212,17 @@ def load_fc(path: str | Path) -> Linear:
         raise DataError(
             f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`"
         )
-    return Linear(weight=weight, bias=bias, class_names=names)
+    return Linear(weight=weight, bias=bias, class_names=names, extras=extras)
+
+
+def _extras_digest(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over the extra tensors (name, dtype, shape, bytes) in name order."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in tensors if k not in ("weight", "bias")):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}:{t.dtype.str}:{t.shape}".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
 
 
 def _tensor_digest(weight: np.ndarray, bias: np.ndarray) -> str:
