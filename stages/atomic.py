@@ -20,6 +20,10 @@ from stages.errors import DataError
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class DiskFullError(DataError, OSError):
+    """A write ran out of space: a one-line CLI error, still an OSError to callers."""
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to `dest`; rename it onto `dest` on success."""
@@ -80,7 +84,7 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
 def _raise_if_full(err: BaseException, dest: Path) -> None:
     """Turn a disk-full OSError into a DataError naming the output (the old one is intact)."""
     if isinstance(err, OSError) and err.errno in _FULL:
-        raise DataError(
+        raise DiskFullError(
             f"{dest}: no space left on device while writing it ({err.strerror or err}); "
             "the previous version is untouched and no partial file remains: free space "
             "(or point the DVC cache elsewhere) and rerun"
