@@ -144,19 +144,13 @@ def create_clip(name: str, checkpoint: Path | None, where: str) -> ClipImageTowe
     return ClipImageTower(clip.eval(), name)
 
 
-def zero_shot_logits(
-    features: np.ndarray, projection: np.ndarray, text: np.ndarray, scale: float = 1.0
-) -> np.ndarray:
-    """scale * cos(normalize(x P), t_c): MCM uses scale 1, PLP's pseudo-labels CLIP's 100."""
-    z = np.asarray(features, np.float32) @ np.asarray(projection, np.float32)
-    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    return scale * (z @ np.asarray(text, np.float32).T)
-
-
-def clip_class_names(classes: str | None, num_classes: int, where: str) -> list[str]:
+def clip_class_names(classes: str | None, num_classes: int | None, where: str) -> list[str]:
     """Class names for the prompts: a text file (one per line, line i = label i),
-    ``imagenet`` (timm's ImageNet-1k names, first synonym), or by default the labels."""
+    ``imagenet`` (timm's ImageNet-1k names, first synonym), or by default the label
+    indices. ``num_classes`` (the ID labels seen, when known) must then match."""
     if classes is None:
+        if not num_classes:
+            raise ParamsError(f"params.yaml: {where}.classes: no ID labels to name; give a file")
         return [str(c) for c in range(num_classes)]
     if classes == "imagenet":
         import timm.data
@@ -168,8 +162,8 @@ def clip_class_names(classes: str | None, num_classes: int, where: str) -> list[
         if not path.is_file():
             raise ParamsError(f"params.yaml: {where}.classes: file {path} not found")
         names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if len(names) != num_classes:
+    if num_classes is not None and len(names) < num_classes:
         raise ParamsError(
-            f"params.yaml: {where}.classes: {len(names)} names for {num_classes} ID classes"
+            f"params.yaml: {where}.classes: {len(names)} names but ID labels reach {num_classes - 1}"
         )
     return names

@@ -3,7 +3,19 @@
 Importing this package imports every family so that :func:`registry` sees them all.
 """
 
-from stages.methods import gen, gradnorm, klm, knn, logits, mahalanobis, mos, react, shaping, vim  # noqa: F401  (importing registers each family)
+from stages.methods import (  # noqa: F401  (importing registers each family)
+    clip,
+    gen,
+    gradnorm,
+    klm,
+    knn,
+    logits,
+    mahalanobis,
+    mos,
+    react,
+    shaping,
+    vim,
+)
 from stages.methods.base import Detector, FitData, create, from_params, register, registry
 
 __all__ = ["Detector", "FitData", "create", "from_params", "register", "registry"]
