@@ -20,6 +20,7 @@ import numpy as np
 from stages import params as P
 from stages.atomic import write_text
 from stages.errors import DataError, ParamsError
+from stages.heads import predict_classes
 from stages.layout import fc_path, features_dir, metrics_path, plots_dir, scores_path
 from stages.materialize import read_manifest
 from stages.metrics import METRIC_NAMES, all_metrics
@@ -55,14 +56,15 @@ def method_metrics(
 
 
 def id_accuracy(backbone: str, id_val: str) -> tuple[int, float | None]:
-    """Top-1 of argmax z on ID val, when its labels are known (-1 = unknown)."""
+    """Top-1 on ID val, when its labels are known (-1 = unknown): argmax z, or for a MOS
+    group head the best within-group class (stages.heads.predict_classes)."""
     val = load_features(features_dir(backbone, id_val), backbone=backbone)
     known = val.labels >= 0
     if not known.any():
         return len(val), None
     fc = load_fc(fc_path(backbone))
     check_labels(val, fc)
-    predictions = fc.logits(val.features[known]).argmax(axis=1)
+    predictions = predict_classes(fc, val.features[known])
     return len(val), float(np.mean(predictions == val.labels[known]))
 
 
