@@ -79,7 +79,13 @@ def render(rows: list[Row]) -> str:
         chosen = [r for r in rows if r.area == area]
         if not chosen:
             continue
-        out += ["", f"## {area}", "", "| what happens when ... | behaviour | test |", "|---|---|---|"]
+        out += [
+            "",
+            f"## {area}",
+            "",
+            "| what happens when ... | behaviour | test |",
+            "|---|---|---|",
+        ]
         out += [f"| {r.when} | {r.behaviour} | `{r.test}` |" for r in chosen]
     return "\n".join(out) + "\n"
 

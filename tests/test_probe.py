@@ -52,16 +52,16 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_probe_config_rejects_bad_keys_and_types():
-    with pytest.raises(ParamsError, match="probe.epoch"):
+    with pytest.raises(ParamsError, match=r"probe\.epoch"):
         ProbeConfig.from_params({"epoch": 3})
-    with pytest.raises(ParamsError, match="probe.lr"):
+    with pytest.raises(ParamsError, match=r"probe\.lr"):
         ProbeConfig.from_params({"lr": "fast"})
     assert ProbeConfig.from_params({"epochs": 3}).epochs == 3
 
 
 def test_fit_probe_needs_every_class():
     x, y = blobs()
-    with pytest.raises(DataError, match="0..C-1"):
+    with pytest.raises(DataError, match=r"0\.\.C-1"):
         fit_probe(x, np.where(y == 1, 2, y), ProbeConfig(epochs=1), "train")
     with pytest.raises(DataError, match="no labels"):
         fit_probe(x, -np.ones_like(y), ProbeConfig(epochs=1), "train")
