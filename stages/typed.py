@@ -13,12 +13,16 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the type hint `hint`; allow int where float is expected."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        if len(options) == 1:  # Optional[X]: X's own message says what is wrong inside
+            return coerce(key, value, options[0])
+        for option in options:
             try:
                 return coerce(key, value, option)
-            except ParamsError as err:
-                errors.append(str(err))
+            except ParamsError:
+                continue
         raise ParamsError(f"{key}: {value!r} is not {_describe(hint)}")
     if origin is Literal:
         if value not in typing.get_args(hint):

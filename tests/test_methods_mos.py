@@ -51,9 +51,21 @@ def test_mos_score_matches_loop(dtype, rtol, sizes):
     np.testing.assert_allclose(det.score(None, z), [ref_mos(r, sizes) for r in z], rtol=rtol)
 
 
+def test_mos_group_sizes_come_from_the_group_head():
+    """Unset group_sizes: the fc stage's class -> group table decides, else ImageNet's."""
+    from stages.heads import GROUP_OF_CLASS
+
+    fc = _dummy_fc(9)
+    fc.extras = {GROUP_OF_CLASS: np.array([1, 0, 1, 2, 0, 1])}
+    det = create("mos").fit(FitData(fc=fc))
+    assert det.sizes_ == [2, 3, 1]
+    z = np.random.default_rng(2).normal(size=(4, 9))
+    np.testing.assert_allclose(det.score(None, z), [ref_mos(r, [2, 3, 1]) for r in z], rtol=1e-12)
+
+
 def test_mos_imagenet_default_single_sample_and_extremes():
-    det = create("mos")
-    assert det.group_sizes == IMAGENET_GROUP_SIZES and sum(det.group_sizes) == 1000
+    det = create("mos").fit(FitData(fc=_dummy_fc(1008)))
+    assert det.sizes_ == IMAGENET_GROUP_SIZES and sum(det.sizes_) == 1000
     z = np.random.default_rng(1).normal(size=(1, 1008)) * 10
     assert det.score(None, z)[0] == pytest.approx(ref_mos(z[0], IMAGENET_GROUP_SIZES), rel=1e-12)
     # huge logits: stable, the "others" probability of the winning group underflows to 0

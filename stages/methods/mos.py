@@ -14,14 +14,14 @@ the backbone too; here only the head is trained) and reads the class -> group fi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from stages.errors import DataError, ParamsError
-from stages.methods.base import Detector, register
+from stages.methods.base import Detector, FitData, register
 
 #: The MOS ImageNet taxonomy: classes per group, the "others" logit excluded.
 IMAGENET_GROUP_SIZES = [398, 521, 9, 7, 52, 8, 3, 2]
@@ -49,14 +49,17 @@ def mos_score(logits: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
 class MOS(Detector):
     """MOS score of a group-softmax head (the ``fc: mos`` classifier).
 
-    ``group_sizes`` lists the classes per group, excluding the "others" logit; the
-    default is the MOS ImageNet taxonomy (8 groups, 1000 classes). The logits must be
-    the group head's: C + G columns.
+    ``group_sizes`` lists the classes per group, excluding the "others" logit. Unset
+    (null), it is read from the group head the fc stage trained (its class -> group
+    table), else the MOS ImageNet taxonomy (8 groups, 1000 classes). The logits must
+    be the group head's: C + G columns.
     """
 
-    group_sizes: list[int] = field(default_factory=lambda: list(IMAGENET_GROUP_SIZES))
+    group_sizes: list[int] | None = None
 
     def validate(self) -> None:
+        if self.group_sizes is None:
+            return
         if not self.group_sizes:
             raise ParamsError(f"methods.{self.name}.group_sizes: needs at least one group")
         for i, size in enumerate(self.group_sizes):
@@ -65,16 +68,29 @@ class MOS(Detector):
                     f"methods.{self.name}.group_sizes[{i}]: a group needs >= 1 class, got {size}"
                 )
 
+    def fit(self, data: FitData) -> MOS:
+        super().fit(data)
+        from stages.heads import GROUP_OF_CLASS
+
+        if self.group_sizes is not None:
+            self.sizes_ = list(self.group_sizes)
+        elif GROUP_OF_CLASS in data.fc.extras:
+            self.sizes_ = group_sizes_of(data.fc.extras[GROUP_OF_CLASS])
+        else:
+            self.sizes_ = list(IMAGENET_GROUP_SIZES)
+        return self
+
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        expected = sum(self.group_sizes) + len(self.group_sizes)
+        sizes = getattr(self, "sizes_", self.group_sizes or IMAGENET_GROUP_SIZES)
+        expected = sum(sizes) + len(sizes)
         if logits.shape[1] != expected:
             raise DataError(
                 f"methods.{self.name}: the logits have {logits.shape[1]} columns but "
-                f"group_sizes {self.group_sizes} needs {expected} (classes + one 'others' "
+                f"group_sizes {sizes} needs {expected} (classes + one 'others' "
                 "per group); score MOS with the group head (backbones.<bb>.fc: mos) "
                 "and matching group_sizes"
             )
-        return mos_score(logits, self.group_sizes)
+        return mos_score(logits, sizes)
 
 
 # ---- the group layout ------------------------------------------------------------------------
