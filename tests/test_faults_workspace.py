@@ -123,7 +123,11 @@ def test_skipped_images_reach_metrics(ws: Path) -> None:
 
 
 def start(ws: Path, *args: str) -> subprocess.Popen[str]:
-    """`oodbench ...` in its own process group, so signals reach it and nothing else."""
+    """`oodbench ...` in its own process group, so signals reach it and nothing else.
+
+    SIGINT is reset to its default first: a shell's background job (`make test &`) starts
+    with SIGINT ignored, children inherit that, and Python would then never raise
+    KeyboardInterrupt; a user's Ctrl-C always arrives with the default disposition."""
     return subprocess.Popen(
         ["oodbench", *args],
         cwd=ws,
@@ -131,6 +135,7 @@ def start(ws: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -170,3 +170,38 @@ def test_missing_labels_are_a_data_error() -> None:
 def test_invalid_hyperparameters_name_the_key(name: str, params: dict, key: str) -> None:
     with pytest.raises(ParamsError, match=rf"methods\.{name}\.{key}"):
         create(name, params)
+
+
+def _vim_benchmark_float32(data: FitData, test: np.ndarray) -> np.ndarray:
+    """The ViM benchmark verbatim in dtype: class means and centring in float32, then
+    sklearn's EmpiricalCovariance (float64, pinvh) on the centred rows."""
+    from sklearn.covariance import EmpiricalCovariance
+
+    x, y = data.train.features.astype(np.float32), data.train.labels
+    means, centred = [], []
+    for k in range(data.fc.num_classes):
+        fs = x[y == k]
+        means.append(fs.mean(axis=0))
+        centred.extend(fs - means[-1])
+    ec = EmpiricalCovariance(assume_centered=True).fit(np.array(centred).astype(np.float64))
+    mean = np.array(means).astype(np.float64)
+    return np.array(
+        [-(((f - mean) @ ec.precision_) * (f - mean)).sum(axis=-1).min() for f in test]
+    )
+
+
+@pytest.mark.parametrize("n_per_class", [8, 60])
+def test_float64_centring_agrees_with_the_float32_reference(n_per_class: int) -> None:
+    """We centre in float64; the reference centres in float32. Even when N - C < D (the
+    demo's shape: rank-deficient covariance, pseudo-inverse) the two agree to float32
+    rounding, because the reference's rounding noise lies far below pinvh's cutoff."""
+    rng = np.random.default_rng(11)
+    data = _data(n_per_class, 96, 6, seed=12)
+    relu = np.maximum(data.train.features, 0)  # post-ReLU, like CNN penultimate features
+    train = FeatureSet("t", relu, data.train.labels, data.train.index)
+    data = FitData(data.fc, train)
+    test = np.maximum(rng.normal(0, 3, size=(40, 96)), 0).astype(np.float32)
+    got = create("mahalanobis").fit(data).score(test, None)
+    want = _vim_benchmark_float32(data, test)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert (np.argsort(got) == np.argsort(want)).all()
