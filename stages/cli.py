@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from stages import layout
 from stages.errors import OodbenchError
 
 app = typer.Typer(
@@ -51,7 +52,7 @@ def materialize(
         from stages import demo as demo_stage
 
         demo_stage.run(
-            P.get(params, "demo", dict), data_root=Path("data/demo"), lists_dir=Path("datalists")
+            P.get(params, "demo", dict), data_root=layout.DEMO_DATA, lists_dir=layout.DATALISTS
         )
         return
     if dataset is None:
@@ -61,9 +62,9 @@ def materialize(
     spec = P.get(params, f"datasets.{dataset}", dict)
     stage.run(
         dataset=dataset,
-        datalist=Path("datalists") / f"{dataset}.txt",
+        datalist=layout.datalist_path(dataset),
         root=Path(P.get(params, f"datasets.{dataset}.root", str)),
-        out=Path("data/manifests") / f"{dataset}.parquet",
+        out=layout.manifest_path(dataset),
         skip_bad=skip_bad or bool(spec.get("skip_bad", False)),
     )
 
@@ -82,8 +83,8 @@ def extract(
         backbone=backbone,
         spec=P.get(params, f"backbones.{backbone}", dict),
         settings=P.get(params, "extract", dict),
-        manifest=Path("data/manifests") / f"{dataset}.parquet",
-        out=Path("features") / backbone / dataset,
+        manifest=layout.manifest_path(dataset),
+        out=layout.features_dir(backbone, dataset),
     )
 
 
@@ -124,9 +125,9 @@ class ReportFormat(str, Enum):
 
 @app.command()
 def report(
-    metrics_dir: Annotated[Path, typer.Option(help="folder of metrics/<backbone>.json")] = Path(
-        "metrics"
-    ),
+    metrics_dir: Annotated[
+        Path, typer.Option(help="folder of metrics/<backbone>.json")
+    ] = layout.METRICS,
     metric: Annotated[
         str, typer.Option(help="auroc, fpr95, fpr95_ood_positive, aupr_in or aupr_out")
     ] = "auroc",
@@ -196,7 +197,7 @@ def tune(
     result = stage.tune(backbone, method, ood, holdout, seed)
     typer.echo(stage.render(result), nl=False)
     if write and result.best is not None:
-        stage.write_choice(Path("params.yaml"), method, result.best)
+        stage.write_choice(layout.PARAMS, method, result.best)
         typer.echo(f"wrote methods.{method}: {result.best} to params.yaml; run `dvc repro`")
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from stages.atomic import atomic_dir
 from stages.datalist import parse_datalist
 from stages.errors import DataError
-from stages.store import Linear, save_fc, write_feature_info, write_shard_array
+from stages.store import Linear, save_fc, shard_name, write_feature_info, write_shard_array
 
 #: (module, name) pairs a pickled numpy array needs, and nothing else:
 #: ``_reconstruct``/``ndarray``/``dtype`` (protocols 2-4, numpy 1 and 2 module names),
@@ -110,7 +110,7 @@ def import_features(
             part = features[lo : lo + SHARD_ROWS]
             digest = write_shard_array(tmp, s, "features", part)
             shards.append(
-                {"name": f"shard-{s:05d}", "rows": len(part), "sha256": {"features": digest}}
+                {"name": shard_name(s), "rows": len(part), "sha256": {"features": digest}}
             )
         info = {
             "backbone": backbone,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+PARAMS = Path("params.yaml")
+DEMO_DATA = Path("data/demo")
 DATALISTS = Path("datalists")
 MANIFESTS = Path("data/manifests")
 FEATURES = Path("features")
