@@ -79,10 +79,14 @@ def extract(
     from stages import params as P
 
     params = P.load_params()
+    settings = P.get(params, "extract", dict)
+    exit_code = stage.relaunch_under_torchrun(settings)
+    if exit_code is not None:
+        sys.exit(exit_code)
     stage.run(
         backbone=backbone,
         spec=P.get(params, f"backbones.{backbone}", dict),
-        settings=P.get(params, "extract", dict),
+        settings=settings,
         manifest=layout.manifest_path(dataset),
         out=layout.features_dir(backbone, dataset),
     )

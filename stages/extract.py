@@ -50,6 +50,7 @@ class Settings:
     num_workers: int = 2
     precision: str = "fp32"
     shard_rows: int = 4096
+    nproc_per_node: int = 1  # > 1: `oodbench extract` runs itself under torchrun
 
     @classmethod
     def from_params(cls, settings: dict[str, Any]) -> Settings:
@@ -62,7 +63,8 @@ class Settings:
                     f"params.yaml: extract.{key}: unknown key; known: {', '.join(known)}"
                 )
         out = cls(**settings)
-        for key, low in (("batch_size", 1), ("num_workers", 0), ("shard_rows", 1)):
+        lows = (("batch_size", 1), ("num_workers", 0), ("shard_rows", 1), ("nproc_per_node", 1))
+        for key, low in lows:
             value = getattr(out, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ParamsError(
@@ -94,6 +96,21 @@ class ImageFiles(Dataset):
                 f"{path}: cannot read image ({err}); it changed since the manifest was written, "
                 "rerun `dvc repro` to re-check the dataset"
             ) from err
+
+
+def relaunch_under_torchrun(settings: dict) -> int | None:
+    """With ``extract.nproc_per_node`` > 1 and no torchrun around us yet, run this same
+    command line as that many ranks of ``torchrun --standalone`` (one per GPU; on CPU
+    each rank gets one thread) and return its exit code; None: go on in this process.
+    Several machines: start ``torchrun --nnodes ...`` yourself, RANK is then set."""
+    cfg = Settings.from_params(settings)
+    if cfg.nproc_per_node == 1 or "RANK" in os.environ:
+        return None
+    import subprocess
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, f"--nproc_per_node={cfg.nproc_per_node}", sys.argv[0], *sys.argv[1:]]
+    return subprocess.run(command, check=False).returncode
 
 
 def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) -> None:
@@ -134,9 +151,16 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
         f"({computed / max(seconds, 1e-9):.1f} img/s), {len(rows) - computed} from finished shards",
         file=sys.stderr,
     )
+    synced = wait_for_other_ranks(world)
     if rank != 0:
         return
-    while not all(done(s) for s in range(n_shards)):  # other ranks; torchrun kills us if one dies
+    missing = [s for s in range(n_shards) if not done(s)]
+    if synced and missing:
+        raise DataError(
+            f"{job}: shards {missing[:10]} are missing although every rank finished; the "
+            "features folder must be on a filesystem that all ranks (all machines) share"
+        )
+    while not all(done(s) for s in range(n_shards)):  # ranks started by hand, without torchrun
         time.sleep(1.0)
     for stale in shards_dir.glob(".*.tmp"):  # temp files of a killed writer (SIGKILL)
         stale.unlink()
@@ -164,6 +188,31 @@ def _rank() -> tuple[int, int]:
     return rank, world
 
 
+def wait_for_other_ranks(world: int) -> bool:
+    """Under torchrun, a barrier across all ranks (gloo on CPU, NCCL on GPUs), so rank 0
+    publishes only when every rank has finished its shards. The barrier, not file
+    polling, is what notices a dead rank: torchrun then stops the others. Ranks started
+    by hand (RANK/WORLD_SIZE without torchrun's MASTER_ADDR) fall back to polling.
+    Returns whether the ranks met at a barrier."""
+    if world == 1 or "MASTER_ADDR" not in os.environ:
+        return False
+    import datetime
+
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # extraction of a large set can leave ranks hours apart; the default is 30 minutes
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
+    try:
+        if backend == "nccl":
+            dist.barrier(device_ids=[int(os.environ.get("LOCAL_RANK", "0"))])
+        else:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return True
+
+
 def select_device() -> torch.device:
     """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU."""
     if torch.cuda.is_available():
@@ -174,7 +223,8 @@ def select_device() -> torch.device:
 def work_key(
     manifest: Path, bb: Backbone, cfg: Settings, precision: str, device: torch.device
 ) -> str:
-    """Hash of every input that changes the numbers (not num_workers: it does not)."""
+    """Hash of every input that changes the numbers (not num_workers or nproc_per_node:
+    shards and batches are the same whichever process computes them)."""
     import timm
 
     ident = {

@@ -195,6 +195,48 @@ def test_ranks_split_shards_and_rank0_publishes(dataset, spec, tmp_path) -> None
     assert not (tmp_path / "features" / ".work").exists()
 
 
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_equal_one_process(dataset, spec, tmp_path) -> None:
+    """`extract.nproc_per_node: 2` makes `oodbench extract` run itself under `torchrun
+    --standalone` (on CPU: gloo); the two ranks meet at a barrier, rank 0 publishes, and
+    the features equal a single process's bit for bit. torchrun gives each rank one
+    OpenMP thread and CPU kernels sum in a thread-count dependent order, so the
+    single-process reference runs with one thread too."""
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    _, manifest = dataset
+    (tmp_path / "data/manifests").mkdir(parents=True)
+    shutil.copy(manifest, tmp_path / "data/manifests/mixed.parquet")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+    def extract(nproc: int) -> tuple[dict[str, bytes], str]:
+        settings = {**SETTINGS, "nproc_per_node": nproc}
+        params = {"backbones": {"tiny": spec}, "extract": settings}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        command = ["oodbench", "extract", "--backbone", "tiny", "--dataset", "mixed"]
+        proc = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = tmp_path / "features/tiny/mixed"
+        arrays = _arrays(out)
+        assert read_feature_info(out)["rows"] == 20
+        shutil.rmtree(out)
+        return arrays, proc.stderr
+
+    reference, log = extract(1)
+    assert "rank" not in log
+    arrays, log = extract(2)
+    assert "rank 1/2: 20 images, 8 computed" in log
+    assert "rank 0/2: 20 images, 12 computed" in log
+    assert arrays == reference
+    assert not (tmp_path / "features" / ".work").exists()
+
+
 def test_changed_settings_do_not_reuse_old_shards(dataset, spec, tmp_path, monkeypatch) -> None:
     _, manifest = dataset
     out = tmp_path / "features" / "tiny" / "mixed"
@@ -255,6 +297,7 @@ def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
         ({"num_workers": "two"}, r"extract\.num_workers"),
         ({"precision": "int8"}, r"extract\.precision must be one of"),
         ({"shard_rows": True}, r"extract\.shard_rows"),
+        ({"nproc_per_node": 0}, r"extract\.nproc_per_node must be an integer >= 1"),
     ],
 )
 def test_settings_errors_name_the_key(settings: dict, match: str) -> None:
