@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import timm
@@ -168,3 +173,60 @@ def test_head_linear_refuses_headless_backbone(tmp_path) -> None:
     spec = {"timm": TINY, "checkpoint": str(tmp_path / "headless.safetensors"), "num_classes": 0}
     with pytest.raises(ParamsError, match=r"backbones\.bb\.fc: head.*no classifier"):
         B.head_linear("bb", spec)
+
+
+HUB_TAG = "test_efficientnet.r160_in1k"  # a real timm pretrained tag (timm/ on the HF hub)
+
+
+def _hub_cache_with(tmp_path, state: dict[str, torch.Tensor]) -> str:
+    """An HF hub cache as `huggingface_hub` leaves it after a download of HUB_TAG."""
+    repo = tmp_path / "hub" / f"models--timm--{HUB_TAG}"
+    commit = "0" * 40
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))
+    return str(tmp_path / "hub")
+
+
+def _load_offline(cache: str, tag: str) -> subprocess.CompletedProcess[str]:
+    """load_backbone with no checkpoint, offline (huggingface_hub reads its env at import,
+    hence a fresh process); prints the loaded tensors' digest."""
+    code = (
+        "import hashlib, sys\n"
+        "from stages import backbones as B\n"
+        "from stages.errors import OodbenchError\n"
+        "try:\n"
+        f"    bb = B.load_backbone('hub', {{'timm': {tag!r}, 'fc': 'head'}})\n"
+        "except OodbenchError as err:\n"
+        "    sys.exit(f'error: {err}')\n"
+        "h = hashlib.sha256()\n"
+        "for k, v in sorted(bb.model.state_dict().items()):\n"
+        "    h.update(k.encode()); h.update(v.numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": cache}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_pretrained_tag_loads_offline_from_the_hf_cache(tmp_path) -> None:
+    """A backbone without `checkpoint` takes timm's pretrained weights: offline, from the
+    HF cache (here written by the test); a tag not in the cache is a one-line error."""
+    torch.manual_seed(1)
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    cache = _hub_cache_with(tmp_path, state)
+    loaded = _load_offline(cache, HUB_TAG)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    want = hashlib.sha256()
+    for k, v in sorted(state.items()):
+        want.update(k.encode())
+        want.update(v.numpy().tobytes())
+    assert loaded.stdout.strip() == want.hexdigest()
+
+    missing = _load_offline(cache, "test_resnet.r160_in1k")
+    assert missing.returncode == 1
+    line = missing.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: params.yaml: backbones.hub.timm: could not fetch"), line
+    assert "set backbones.hub.checkpoint to a local file" in line
