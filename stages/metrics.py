@@ -43,11 +43,20 @@ def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
 
 
 def fpr95(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
-    """ViM/MOODv2 rule: threshold = the floor(tpr * N_id)-th largest ID score.
+    """ViM/MOODv2 rule: FPR at the k-th largest ID score, k = floor(tpr * N_id).
 
-    FPR = fraction of OOD scores >= threshold (ties count as false positives, no
-    interpolation). floor(...) = 0 (a single ID sample) indexes the largest score, as
-    the reference's ``sort(ind)[-0]`` does.
+    With the ID scores sorted ascending, threshold = ``sorted_id[-k]``: the k-th
+    largest counting from 1 (k = 1 is the maximum, k = N_id the minimum). With untied
+    scores exactly k ID scores are >= the threshold, so the ID recall is k / N_id <=
+    tpr (the largest recall that does not exceed `tpr`). FPR = fraction of OOD scores
+    >= threshold: ties count as false positives, no interpolation.
+
+    k is clamped to at least 1. floor(tpr * N_id) is 0 only when N_id < 1 / tpr, i.e. a
+    single ID score at tpr = 0.95; the reference's ``np.sort(ind)[-0]`` then reads
+    index 0, which with one score is that same score, so the result is the
+    reference's. (For other `tpr` with floor(...) = 0 and several ID scores the
+    reference's ``[-0]`` would wrap to the *smallest* score; the clamp takes the
+    largest, the nearest recall to `tpr`.)
     """
     _labelled(id_scores, ood_scores)
     ind = np.sort(np.asarray(id_scores, np.float64).ravel())

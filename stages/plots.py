@@ -28,10 +28,30 @@ HIST_TEMPLATE = "stages/plot_templates/id_ood_histogram.json"
 
 
 def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
-    """TPR (ID kept) against FPR (OOD accepted) on a fixed FPR grid: small, diffable files."""
+    """TPR (ID kept) against FPR (OOD accepted) on a fixed FPR grid: small, diffable files.
+
+    The curve is sklearn's ``roc_curve``: a polyline whose vertical segments (several
+    points at one fpr) are the steps of untied scores and whose slanted segments are
+    ties. At each grid fpr the plotted tpr is the highest point of that polyline: the
+    top of a step that lies on the grid (the max tpr among points with that fpr),
+    otherwise the straight line between the neighbouring points. ``np.interp`` is not
+    used: it requires strictly increasing x, and fpr repeats at every step.
+    """
     labels = np.r_[np.ones(id_scores.size), np.zeros(ood_scores.size)]
     fpr, tpr, _ = roc_curve(labels, np.r_[id_scores, ood_scores])
-    return pd.DataFrame({"fpr": ROC_GRID, "tpr": np.interp(ROC_GRID, fpr, tpr)})
+    return pd.DataFrame({"fpr": ROC_GRID, "tpr": polyline_max(fpr, tpr, ROC_GRID)})
+
+
+def polyline_max(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Highest tpr of the ROC polyline (fpr non-decreasing, starting at 0) at each grid x."""
+    # last point with fpr <= x: since tpr never decreases along the curve, it holds the
+    # max tpr of its fpr, i.e. the top of a step there
+    left = np.searchsorted(fpr, grid, side="right") - 1
+    right = np.minimum(left + 1, fpr.size - 1)  # the first point with fpr > x (its step bottom)
+    x0, x1, y0, y1 = fpr[left], fpr[right], tpr[left], tpr[right]
+    span = np.where(x1 > x0, x1 - x0, 1.0)  # x1 == x0 only at the last point: x == fpr[-1]
+    slope = np.where(x1 > x0, (y1 - y0) / span, 0.0)
+    return np.where(x0 == grid, y0, y0 + slope * (grid - x0))
 
 
 def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:

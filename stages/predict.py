@@ -8,25 +8,35 @@ Nothing is re-extracted but the image itself: each detector is fitted on the cac
 train features exactly as its ``score`` stage fits it, the threshold comes from the
 cached ID val features, and the image goes through the same backbone, transform and
 feature contract as ``extract`` (``stages/backbones.py``). Run it after ``dvc repro``.
+
+Methods that score a whole dataset at once cannot score one image: ``local_react``
+clips each dataset at a quantile of that dataset's own features, which for a single
+image is a quantile of its own D activations. Named with ``--methods`` they are refused
+(exit 2); taken from ``benchmark.methods`` they are left out and listed as skipped.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stages import params as P
-from stages.errors import DataError
+from stages.errors import DataError, ParamsError
 from stages.layout import fc_path, features_dir
-from stages.methods import FitData, from_params
+from stages.methods import Detector, FitData, from_params
+from stages.methods.react import LocalReAct
 from stages.oneclass import one_class_of, restrict
 from stages.store import Linear, load_fc, load_features
 
 KEEP_ID = 95.0  # percent of ID val kept above the threshold
+#: detectors whose score of a sample depends on the rest of its dataset, and why
+PER_DATASET: dict[type[Detector], str] = {
+    LocalReAct: "clips each dataset at a quantile of its own features, meaningless for one image",
+}
 
 
 @dataclass
@@ -47,6 +57,8 @@ class Prediction:
     backbone: str
     top_classes: list[tuple[str, float]]
     verdicts: list[MethodVerdict]
+    #: benchmark.methods entries left out because they cannot score one image, and why
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def image_features(image: Path, backbone: str, spec: dict) -> np.ndarray:
@@ -86,10 +98,8 @@ def predict(
     """
     params = P.load_params()
     spec = P.get(params, f"backbones.{backbone}", dict)
-    blocks = P.get(params, "methods", dict)
-    methods = methods or P.get(params, "benchmark.methods", list)
-    # build every detector first: a bad method name fails before the model loads
-    detectors = {m: from_params(m, blocks.get(m)) for m in methods}
+    # build every detector first: a bad or per-dataset method fails before the model loads
+    detectors, skipped = choose_detectors(params, methods)
     one_class = one_class_of(params)
     fc = load_fc(fc_path(backbone))
     train = restrict(
@@ -107,12 +117,41 @@ def predict(
     feature = image_features(Path(image), backbone, spec)
     val_logits, image_logits = fc.logits(val.features), fc.logits(feature)
     verdicts = []
-    for method in methods:
-        detector = detectors[method].fit(FitData(fc=fc, train=train, val=val))
+    for method, detector in detectors.items():
+        detector.fit(FitData(fc=fc, train=train, val=val))
         threshold = float(np.percentile(detector.score(val.features, val_logits), 100 - KEEP_ID))
         score = float(np.asarray(detector.score(feature, image_logits)).ravel()[0])
         verdicts.append(MethodVerdict(method, score, threshold, bool(score >= threshold)))
-    return Prediction(str(image), backbone, top_classes(fc, feature, top), verdicts)
+    return Prediction(str(image), backbone, top_classes(fc, feature, top), verdicts, skipped)
+
+
+def choose_detectors(
+    params: dict, methods: list[str] | None
+) -> tuple[dict[str, Detector], dict[str, str]]:
+    """The detectors to run, by method key, and the keys skipped with the reason.
+
+    A per-dataset method (``PER_DATASET``) asked for by name is a ParamsError naming
+    it; from the default list (``benchmark.methods``) it is skipped, so a plain
+    ``oodbench predict IMAGE`` still works on the demo, whose list has local_react.
+    """
+    blocks = P.get(params, "methods", dict)
+    explicit = bool(methods)
+    keys = methods or P.get(params, "benchmark.methods", list)
+    detectors, skipped = {}, {}
+    for key in keys:
+        detector = from_params(key, blocks.get(key))
+        why = PER_DATASET.get(type(detector))
+        if why is None:
+            detectors[key] = detector
+        elif explicit:
+            raise ParamsError(
+                f"predict: method {key!r} ({detector.name}) {why}; leave it out of --methods"
+            )
+        else:
+            skipped[key] = why
+    if not detectors:
+        raise ParamsError("predict: no method can score a single image; pass --methods")
+    return detectors, skipped
 
 
 def render(pred: Prediction, fmt: str) -> str:
@@ -127,4 +166,5 @@ def render(pred: Prediction, fmt: str) -> str:
     for v in pred.verdicts:
         verdict = "in-distribution" if v.in_distribution else "OUT-OF-DISTRIBUTION"
         lines.append(f"{v.method:<14} {v.score:12.4f} {v.threshold:12.4f}  {verdict}")
+    lines += [f"{method:<14} skipped: {why}" for method, why in pred.skipped.items()]
     return "\n".join(lines) + "\n"

@@ -38,6 +38,18 @@ def load_all(metrics_dir: Path, backbones: list[str] | None = None) -> dict[str,
     return out
 
 
+def metric_columns(report: dict) -> list[str]:
+    """One backbone's columns: its OOD sets in file order, then near/far/mean.
+
+    The single place the column order is decided, shared by the leaderboard and the
+    summary figure (stages/summary_figure.py) so the two always agree. The first
+    method's entries decide, as evaluate writes the same keys for every method.
+    """
+    first = next(iter(report.get("methods", {}).values()), {})
+    sets = [k for k in first if k not in SUMMARY_COLUMNS]
+    return sets + [k for k in SUMMARY_COLUMNS if k in first]
+
+
 def leaderboard(all_metrics: dict[str, dict], metric: str) -> tuple[list[str], list[list]]:
     """Header and rows: one row per method, per backbone the OOD sets then near/far/mean."""
     if metric not in METRIC_NAMES:
@@ -45,10 +57,7 @@ def leaderboard(all_metrics: dict[str, dict], metric: str) -> tuple[list[str], l
     header = ["method"]
     columns: list[tuple[str, str]] = []
     for backbone, report in all_metrics.items():
-        first = next(iter(report["methods"].values()), {})
-        sets = [k for k in first if k not in SUMMARY_COLUMNS]
-        sets += [k for k in SUMMARY_COLUMNS if k in first]
-        columns += [(backbone, s) for s in sets]
+        columns += [(backbone, s) for s in metric_columns(report)]
     multi = len(all_metrics) > 1
     header += [f"{b}:{s}" if multi else s for b, s in columns]
     methods = list(dict.fromkeys(m for r in all_metrics.values() for m in r["methods"]))

@@ -13,17 +13,15 @@ import numpy as np
 
 from stages.atomic import atomic_path
 from stages.errors import DataError
-from stages.report import LOWER_IS_BETTER, SUMMARY_COLUMNS
+from stages.report import LOWER_IS_BETTER, metric_columns
 
 
 def metric_matrix(report: dict, metric: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(methods, columns, values): the OOD sets in file order, then near/far/mean."""
+    """(methods, columns, values), columns in the leaderboard's order (metric_columns)."""
     methods = list(report.get("methods", {}))
     if not methods:
         raise DataError("the metrics file holds no methods; run `dvc repro` first")
-    first = report["methods"][methods[0]]
-    columns = [k for k in first if k not in SUMMARY_COLUMNS]
-    columns += [k for k in SUMMARY_COLUMNS if k in first]
+    columns = metric_columns(report)
     values = np.full((len(methods), len(columns)), np.nan)
     for i, method in enumerate(methods):
         for j, column in enumerate(columns):

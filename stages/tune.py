@@ -5,10 +5,21 @@ point is fitted and scored from the cached features and classifier, with no
 re-extraction: OpenOOD's sweep re-runs inference per point, here a point costs one fit
 plus a matrix product.
 
-No test data is touched. ID validation is a seeded hold-out of ID *train* (the
-detector is fitted on the rest); OOD validation is ``--ood DATASET`` or
-``benchmark.tune_ood``, a dataset with extracted features that is NOT in
-``benchmark.ood`` (refused otherwise: tuning on a test set inflates its numbers).
+No test data is touched. ID validation comes from ID *train* only: a seeded
+permutation of its rows (``--seed``) holds out ``--holdout`` of them and the detector
+is fitted on the rest. OOD validation is ``--ood DATASET`` or ``benchmark.tune_ood``, a
+dataset with extracted features that is NOT in ``benchmark.ood`` (refused otherwise:
+tuning on a test set inflates its numbers).
+
+No grid point is scored on rows it was fitted on. Some detectors also fit on "ID val"
+(``FitData.val``: ReAct ``source: val`` takes its clip percentile there, KL-Matching
+``templates: val_labels`` its templates), and handing them the rows they are then
+evaluated on would let them tune on their own evaluation data. So the held-out rows
+are cut in two by the same permutation: the first half is the detector's ID val
+(``FitData.val``), the second half (the larger when odd) the ID rows scored for AUROC.
+The cut is made for every method, so every method and grid point is evaluated on the
+same ID rows, whichever fields it reads.
+
 The best point by AUROC (first in grid order on ties) is written into
 ``methods.<method>`` of params.yaml with a ruamel.yaml round trip that keeps block
 style and comments, so the next ``dvc repro`` reruns only that method's stages.
@@ -19,7 +30,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +43,7 @@ from stages.layout import fc_path, features_dir
 from stages.methods import FitData, from_params
 from stages.metrics import auroc
 from stages.oneclass import one_class_of, restrict
-from stages.store import FeatureSet, load_fc, load_features
+from stages.store import FeatureSet, Linear, load_fc, load_features
 
 
 @dataclass
@@ -43,25 +54,46 @@ class TuneResult:
     best: dict[str, Any] | None = None
     best_auroc: float | None = None
     seconds: float = 0.0
+    #: rows of each part of the split (fit, val, evaluate), for the report
+    sizes: tuple[int, int, int] = (0, 0, 0)
 
 
-def split_holdout(train: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
-    """(fit rows, held-out ID validation rows): a seeded random split of ID train."""
+@dataclass
+class Split:
+    """Disjoint parts of ID train: what a detector fits on, and what it is scored on."""
+
+    fit: FeatureSet  # FitData.train
+    val: FeatureSet  # FitData.val: held out, fitted on by the detectors that read ID val
+    evaluate: FeatureSet  # held out, scored as ID; no detector is fitted on these rows
+
+
+def take(features: FeatureSet, rows: np.ndarray) -> FeatureSet:
+    """The given rows of a feature set, in their original order (other fields kept)."""
+    rows = np.sort(rows)
+    logits = None if features.logits is None else features.logits[rows]
+    return replace(
+        features,
+        features=features.features[rows],
+        labels=features.labels[rows],
+        index=features.index[rows],
+        logits=logits,
+    )
+
+
+def split_rows(train: FeatureSet, fraction: float, seed: int) -> Split:
+    """A seeded split of ID train: the held-out `fraction` is halved into val and evaluate."""
     if not 0.0 < fraction < 1.0:
         raise ParamsError(f"tune --holdout must be in (0, 1), got {fraction}")
     order = np.random.default_rng(seed).permutation(len(train))
-    n_hold = max(1, round(fraction * len(train)))
+    n_hold = max(2, round(fraction * len(train)))  # at least one val and one evaluate row
     if n_hold >= len(train):
         raise DataError(f"ID train {train.dataset!r} has too few rows ({len(train)}) to hold out")
-
-    def take(rows: np.ndarray) -> FeatureSet:
-        rows = np.sort(rows)
-        logits = None if train.logits is None else train.logits[rows]
-        return FeatureSet(
-            train.dataset, train.features[rows], train.labels[rows], train.index[rows], logits
-        )
-
-    return take(order[n_hold:]), take(order[:n_hold])
+    n_val = n_hold // 2
+    return Split(
+        fit=take(train, order[n_hold:]),
+        val=take(train, order[:n_val]),
+        evaluate=take(train, order[n_val:n_hold]),
+    )
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -75,8 +107,7 @@ def tune(
     """Evaluate every grid point of `method` on (held-out ID train, validation OOD set)."""
     params = P.load_params()
     block = dict(P.get(params, "methods", dict).get(method) or {})
-    grid = type(from_params(method, block)).grid
-    if not grid:
+    if not type(from_params(method, block)).grid:
         raise ParamsError(f"methods.{method}: this method declares no grid to search")
     ood = ood or (params.get("benchmark") or {}).get("tune_ood")
     if not ood:
@@ -90,17 +121,27 @@ def tune(
     train = load_features(
         features_dir(backbone, P.get(params, "benchmark.id_train", str)), backbone=backbone
     )
-    fit_rows, id_rows = split_holdout(restrict(train, one_class_of(params)), holdout, seed)
+    split = split_rows(restrict(train, one_class_of(params)), holdout, seed)
     ood_rows = load_features(features_dir(backbone, ood), backbone=backbone)
-    logits = {"id": fc.logits(id_rows.features), "ood": fc.logits(ood_rows.features)}
-    result = TuneResult(method=method, ood=ood)
+    return search(method, block, fc, split, ood_rows)
+
+
+def search(
+    method: str, block: dict[str, Any], fc: Linear, split: Split, ood_rows: FeatureSet
+) -> TuneResult:
+    """Fit each grid point on (split.fit, split.val); score split.evaluate against OOD."""
+    grid = type(from_params(method, block)).grid
+    evaluate = split.evaluate.features
+    logits = {"id": fc.logits(evaluate), "ood": fc.logits(ood_rows.features)}
+    sizes = (len(split.fit), len(split.val), len(split.evaluate))
+    result = TuneResult(method=method, ood=ood_rows.dataset, sizes=sizes)
     start = time.perf_counter()
     for point in grid_points(grid):
         try:
             detector = from_params(method, {**block, **point})
-            detector.fit(FitData(fc=fc, train=fit_rows, val=id_rows))
+            detector.fit(FitData(fc=fc, train=split.fit, val=split.val))
             value = auroc(
-                detector.score(id_rows.features, logits["id"]),
+                detector.score(evaluate, logits["id"]),
                 detector.score(ood_rows.features, logits["ood"]),
             )
         except OodbenchError as err:  # e.g. k larger than the bank, dim >= D
@@ -140,7 +181,11 @@ def write_choice(path: Path, method: str, choice: dict[str, Any]) -> None:
 
 
 def render(result: TuneResult) -> str:
-    lines = [f"tune {result.method}: AUROC on held-out ID train vs {result.ood!r}"]
+    n_fit, n_val, n_eval = result.sizes
+    lines = [
+        f"tune {result.method}: AUROC on {n_eval} held-out ID train rows vs {result.ood!r} "
+        f"(fitted on {n_fit} train rows + {n_val} held-out rows as ID val)"
+    ]
     for point, value, why in result.points:
         text = ", ".join(f"{k}={v}" for k, v in point.items())
         mark = "  <- best" if point is result.best else ""

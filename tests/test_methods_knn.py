@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from stages.errors import ParamsError
 from stages.methods import FitData, create
 from stages.methods import knn as knn_module
+from stages.metrics import all_metrics
 from stages.store import FeatureSet, Linear
 
 D, C = 16, 5
@@ -78,6 +79,25 @@ def test_openood_matches_loop(k: int | None) -> None:
     assert det.neighbours == (50 if k is None else k)
     want = _loop_openood(data.train.features, test, det.neighbours)
     np.testing.assert_allclose(det.score(test, None), want, atol=1e-6)
+
+
+def test_openood_score_is_the_squared_distance_with_the_plain_distances_ranking() -> None:
+    """kNN-OpenOOD is -(squared L2 distance), as faiss IndexFlatL2 returns it, not the
+    square root; squaring is monotone, so the ranking and every metric are the same."""
+    data, test = _problem()
+    k = 7
+    got = create("knn", {"variant": "openood", "k": k}).fit(data).score(test, None)
+    dist = np.sort(np.linalg.norm(_unit(data.train.features)[None] - _unit(test)[:, None], axis=-1))
+    squared, plain = -(dist[:, k - 1] ** 2), -dist[:, k - 1]
+    np.testing.assert_allclose(got, squared, atol=1e-6)
+    assert not np.allclose(got, plain, atol=1e-3)  # the values do differ
+    assert (np.argsort(got) == np.argsort(plain)).all()
+    ood = test * 0.1 + 2.0  # any second set: the metrics of the two scores agree
+    ood_got = create("knn", {"variant": "openood", "k": k}).fit(data).score(ood, None)
+    ood_dist = np.sort(
+        np.linalg.norm(_unit(data.train.features)[None] - _unit(ood)[:, None], axis=-1)
+    )[:, k - 1]
+    assert all_metrics(got, ood_got) == pytest.approx(all_metrics(plain, -ood_dist), abs=1e-12)
 
 
 def test_tiles_and_ties(monkeypatch: pytest.MonkeyPatch) -> None:

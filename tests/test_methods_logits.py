@@ -189,6 +189,20 @@ def test_react_source_val_uses_val_percentile():
         create("react", {"source": "val"}).fit(FitData(fc=fc, train=_fset(train)))
 
 
+def test_react_checks_each_field_against_its_source():
+    """quantile is read with source train only, percentile with source val only: the
+    other field set is an error naming methods.<name>.<field>, never silently ignored."""
+    fc, train, val = _fc(), _feats(60, seed=4), _feats(30, seed=6)
+    data = FitData(fc=fc, train=_fset(train), val=_fset(val, "val"))
+    assert create("react").fit(data).clip_ == np.quantile(train.ravel(), 0.99)
+    explicit = create("react", {"source": "val", "percentile": 85}).fit(data)
+    assert explicit.clip_ == np.percentile(val.ravel(), 85)
+    with pytest.raises(ParamsError, match=r"^methods\.react\.quantile: not read with source: val"):
+        create("react", {"source": "val", "quantile": 0.99})  # even at its default value
+    with pytest.raises(ParamsError, match=r"methods\.react\.percentile: not read .* train"):
+        create("react", {"percentile": 90})
+
+
 def test_gen_react_matches_loop():
     fc, train, x = _fc(), _feats(60, seed=4), _feats(25, seed=5)
     det = create("gen_react", {"M": 4}).fit(FitData(fc=fc, train=_fset(train)))
@@ -224,6 +238,9 @@ def test_local_react_clips_each_dataset_at_its_own_quantile():
         ("react", {"quantile": 1.5}, "methods.react.quantile"),
         ("react", {"percentile": 0}, "methods.react.percentile"),
         ("react", {"source": "test"}, "methods.react.source"),
+        ("react", {"source": "val", "percentile": 120}, "methods.react.percentile"),
+        ("react", {"source": "train", "percentile": 95}, "methods.react.percentile"),
+        ("react", {"source": "val", "quantile": 0.9}, "methods.react.quantile"),
         ("gen", {"gamma": 0}, "methods.gen.gamma"),
         ("gen", {"M": 0}, "methods.gen.M"),
         ("gen", {"M": 2.5}, "methods.gen.M"),

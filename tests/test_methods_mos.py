@@ -78,7 +78,9 @@ def test_mos_imagenet_default_single_sample_and_extremes():
 
 def test_mos_rejects_wrong_width_and_bad_params():
     with pytest.raises(DataError, match="group_sizes"):
-        create("mos", {"group_sizes": [2, 2]}).score(None, np.zeros((3, 5)))
+        create("mos", {"group_sizes": [2, 2]}).fit(FitData(fc=_dummy_fc(5))).score(
+            None, np.zeros((3, 5))
+        )
     with pytest.raises(ParamsError, match=r"methods\.mos\.group_sizes\[1\]"):
         create("mos", {"group_sizes": [2, 0]})
     with pytest.raises(ParamsError, match=r"methods\.mos\.group_sizes"):

@@ -73,6 +73,25 @@ def test_metrics_against_loops(decimals):
     )
 
 
+def test_fpr95_threshold_is_the_kth_largest_id_score():
+    """What the docstring says: k = floor(0.95 N_id), threshold = sorted_id[-k], the
+    k-th largest counting from 1, so exactly k untied ID scores are >= it."""
+    ind = np.random.default_rng(3).permutation(np.arange(1.0, 41.0))  # 1..40, shuffled
+    k = int(np.floor(0.95 * ind.size))
+    assert k == 38 and np.sort(ind)[-k] == 3.0 and np.count_nonzero(ind >= 3.0) == k
+    # OOD scores just below, at and above the threshold 3: ties at it are false positives
+    assert M.fpr95(ind, np.array([2.9, 3.0, 3.1, 0.0])) == 0.5
+    assert M.fpr95(ind, np.array([2.99])) == 0.0
+
+
+def test_fpr95_clamps_k_to_the_largest_score():
+    """floor(tpr N_id) = 0 with several ID scores: k = 1 (the maximum), not the
+    reference's sort(ind)[-0], which would wrap to the minimum."""
+    ind, ood = np.array([1.0, 2.0, 3.0]), np.array([2.5, 3.0])
+    assert M.fpr95(ind, ood, tpr=0.3) == 0.5  # threshold 3.0: only the tie at 3.0 counts
+    assert M.fpr95(ind, ood, tpr=0.34) == 0.5  # floor(1.02) = 1: the same threshold
+
+
 def test_aupr_out_is_aupr_in_with_roles_swapped(normal_pair):
     ind, ood = normal_pair
     assert M.aupr_out(ind, ood) == pytest.approx(M.aupr_in(-ood, -ind), abs=1e-12)

@@ -9,12 +9,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import auc, roc_curve
 from typer.testing import CliRunner
 
 from stages import report
 from stages.cli import app
 from stages.errors import DataError
-from stages.plots import histogram, roc_points
+from stages.plots import ROC_GRID, histogram, roc_points
 from stages.summary_figure import metric_matrix, write_png
 
 
@@ -132,3 +133,66 @@ def test_roc_points_span_the_grid():
     frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["fpr", "tpr"]
     assert frame["tpr"].iloc[-1] == 1.0 and frame["fpr"].iloc[0] == 0.0
+
+
+def test_table_and_figure_share_one_column_order():
+    """OOD sets in file order, then near/far/mean, whatever order the file has them in;
+    the leaderboard and the summary figure take it from report.metric_columns."""
+    metrics = fake_metrics(0.0)
+    for method, block in metrics["methods"].items():
+        keys = ["mean", "far", "textures", "near", "digits"]
+        metrics["methods"][method] = {k: block[k] for k in keys}
+    expected = ["textures", "digits", "near", "far", "mean"]
+    assert report.metric_columns(metrics) == expected
+    header, _ = report.leaderboard({"lite0": metrics}, "auroc")
+    assert header[1:] == expected
+    assert metric_matrix(metrics, "auroc")[1] == expected
+    both = {"lite0": metrics, "lite1": fake_metrics(0.05)}
+    header, _ = report.leaderboard(both, "auroc")
+    assert header[1:6] == [f"lite0:{c}" for c in expected]
+    assert header[6:] == [f"lite1:{c}" for c in report.metric_columns(both["lite1"])]
+
+
+def _highest_point_loop(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
+    """The highest point of the polyline through sklearn's ROC points at fpr = x."""
+    best = -1.0
+    for i in range(len(fpr)):
+        if fpr[i] == x:
+            best = max(best, tpr[i])
+        if i + 1 < len(fpr) and fpr[i] < x < fpr[i + 1]:
+            t = (x - fpr[i]) / (fpr[i + 1] - fpr[i])
+            best = max(best, tpr[i] + t * (tpr[i + 1] - tpr[i]))
+    return best
+
+
+def test_roc_steps_keep_their_top_at_repeated_fpr():
+    """sklearn's points (0,0) (0,1/3) (.5,1/3) (.5,1) (1,1): two vertical steps."""
+    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
+    tpr = dict(zip(np.round(frame["fpr"], 6), frame["tpr"], strict=True))
+    assert tpr[0.0] == pytest.approx(1 / 3)  # the top of the step at fpr 0, not 0
+    assert tpr[0.25] == pytest.approx(1 / 3)  # flat between the steps, not slanted
+    assert tpr[0.5] == 1.0 and tpr[0.75] == 1.0
+    perfect = roc_points(np.array([2.0, 3.0]), np.array([0.0, 1.0]))
+    assert (perfect["tpr"] == 1.0).all()  # one step at fpr 0 up to tpr 1
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_roc_points_are_sklearns_curve_on_the_grid(decimals):
+    """Against sklearn's roc_curve, untied (pure steps) and heavily tied (slanted)."""
+    rng = np.random.default_rng(5)
+    ind, ood = rng.normal(0.8, 1, 150), rng.normal(0, 1, 90)
+    if decimals is not None:
+        ind, ood = np.round(ind, decimals), np.round(ood, decimals)
+    labels = np.r_[np.ones(ind.size), np.zeros(ood.size)]
+    fpr, tpr, _ = roc_curve(labels, np.r_[ind, ood])
+    got = roc_points(ind, ood)
+    np.testing.assert_array_equal(got["fpr"], ROC_GRID)
+    want = [_highest_point_loop(fpr, tpr, x) for x in ROC_GRID]
+    np.testing.assert_allclose(got["tpr"], want, atol=1e-12)
+    assert np.all(np.diff(got["tpr"]) >= 0)
+    if decimals is None:  # untied: a staircase, the value is the last step at or left of x
+        full_fpr, full_tpr, _ = roc_curve(labels, np.r_[ind, ood], drop_intermediate=False)
+        steps = [full_tpr[full_fpr <= x].max() for x in ROC_GRID]
+        np.testing.assert_allclose(got["tpr"], steps, atol=1e-12)
+    # the grid's area is sklearn's to within one grid cell of fpr
+    assert auc(got["fpr"], got["tpr"]) == pytest.approx(auc(fpr, tpr), abs=ROC_GRID[1])

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.errors import ParamsError
-from stages.methods import registry
-from stages.store import FeatureSet
-from stages.tune import grid_points, split_holdout, write_choice
+from stages.errors import DataError, ParamsError
+from stages.methods import FitData, create, registry
+from stages.methods.react import ReAct
+from stages.store import FeatureSet, Linear
+from stages.tune import grid_points, render, search, split_rows, write_choice
 from tests.conftest import run
 
 PARAMS = """\
@@ -45,14 +46,95 @@ def test_detectors_declare_openood_grids():
     assert len(grid_points(grids["gen"])) == 15
 
 
-def test_holdout_split_is_seeded_and_disjoint():
+def test_split_is_seeded_disjoint_and_halves_the_held_out_rows():
     fs = FeatureSet("t", np.zeros((10, 2), np.float32), np.arange(10), np.arange(10) + 100)
-    fit, held = split_holdout(fs, 0.3, seed=0)
-    assert len(held) == 3 and len(fit) == 7
-    assert set(fit.index).isdisjoint(held.index)
-    assert split_holdout(fs, 0.3, seed=0)[1].index.tolist() == held.index.tolist()
+    split = split_rows(fs, 0.3, seed=0)
+    assert (len(split.fit), len(split.val), len(split.evaluate)) == (7, 1, 2)
+    parts = [set(split.fit.index), set(split.val.index), set(split.evaluate.index)]
+    assert set().union(*parts) == set(fs.index) and sum(map(len, parts)) == len(fs)
+    again = split_rows(fs, 0.3, seed=0)
+    assert again.evaluate.index.tolist() == split.evaluate.index.tolist()
+    assert again.val.index.tolist() == split.val.index.tolist()
+    assert split_rows(fs, 0.01, seed=0).evaluate.index.size == 1  # >= 1 row on each side
     with pytest.raises(ParamsError, match="holdout"):
-        split_holdout(fs, 1.0, seed=0)
+        split_rows(fs, 1.0, seed=0)
+
+
+def _problem(n_train: int = 200, n_ood: int = 60) -> tuple[Linear, FeatureSet, FeatureSet]:
+    """Distinct random rows (index = row number), so scored rows can be traced back."""
+    rng = np.random.default_rng(0)
+    d, c = 8, 3
+    fc = Linear(
+        rng.normal(size=(c, d)).astype(np.float32), np.zeros(c, np.float32), ["a", "b", "c"]
+    )
+    x = np.abs(rng.normal(size=(n_train, d))).astype(np.float32)
+    train = FeatureSet("train", x, rng.integers(0, c, n_train), np.arange(n_train))
+    o = np.abs(rng.normal(1, 2, size=(n_ood, d))).astype(np.float32)
+    return fc, train, FeatureSet("val_ood", o, -np.ones(n_ood, np.int64), np.arange(n_ood))
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, seen: dict) -> None:
+    """Record the rows ReAct is fitted on and the rows it scores."""
+    fit, score = ReAct.fit, ReAct.score
+
+    def spy_fit(self, data):
+        seen.setdefault("fit", []).append((set(data.train.index), set(data.val.index)))
+        return fit(self, data)
+
+    def spy_score(self, features, logits):
+        seen.setdefault("scored", []).append(features.copy())
+        return score(self, features, logits)
+
+    monkeypatch.setattr(ReAct, "fit", spy_fit)
+    monkeypatch.setattr(ReAct, "score", spy_score)
+
+
+def _rows_of(train: FeatureSet, features: np.ndarray) -> set[int]:
+    where = {row.tobytes(): int(i) for row, i in zip(train.features, train.index, strict=True)}
+    return {where[row.tobytes()] for row in features if row.tobytes() in where}
+
+
+@pytest.mark.parametrize(
+    ("block", "grid"),
+    [
+        ({"method": "react", "source": "train"}, {"quantile": [0.9, 0.99]}),
+        ({"method": "react", "source": "val"}, {"percentile": [80.0, 95.0]}),
+    ],
+)
+def test_no_grid_point_is_scored_on_rows_it_was_fitted_on(monkeypatch, block, grid):
+    """Fit rows (train and ID val) and scored ID rows are disjoint for every point, also
+    for a detector that fits on ID val (ReAct source: val, swept here over percentile)."""
+    monkeypatch.setattr(ReAct, "grid", grid)
+    fc, train, ood = _problem()
+    split = split_rows(train, 0.2, seed=3)
+    seen: dict = {}
+    _spy(monkeypatch, seen)
+    result = search("react_x", block, fc, split, ood)
+    assert len(result.points) == 2 and all(v is not None for _, v, _ in result.points)
+    assert result.sizes == (160, 20, 20)
+    evaluated = set(split.evaluate.index)
+    for fit_rows, val_rows in seen["fit"]:
+        assert fit_rows == set(split.fit.index) and val_rows == set(split.val.index)
+        assert not (fit_rows | val_rows) & evaluated
+    scored_id = [_rows_of(train, f) for f in seen["scored"]]
+    assert scored_id[0] == evaluated and scored_id[1] == set()  # ID rows, then OOD rows
+    if block.get("source") == "val":  # the clip comes from the val half, not the evaluated
+        det = create("react", {"source": "val", "percentile": 95.0})
+        det.fit(FitData(fc=fc, train=split.fit, val=split.val))
+        assert det.clip_ == np.percentile(split.val.features, 95.0)
+    assert "on 20 held-out ID train rows" in render(result)
+    assert "fitted on 160 train rows + 20 held-out rows as ID val" in render(result)
+
+
+def test_sweeping_a_field_the_block_does_not_read_is_refused():
+    """react's grid is over quantile; a source: val block reads percentile, so every
+    point fails validation and tune stops instead of writing a no-op choice."""
+    fc, train, ood = _problem()
+    block = {"method": "react", "source": "val", "percentile": 90.0}
+    with pytest.raises(
+        DataError, match=r"every grid point failed.*quantile: not read with source: val"
+    ):
+        search("react_val", block, fc, split_rows(train, 0.2, seed=0), ood)
 
 
 def test_write_choice_keeps_comments_and_block_style(tmp_path):

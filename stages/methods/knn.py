@@ -84,11 +84,18 @@ class KNN(Detector):
     """Deep nearest neighbours over the L2-normalised ID train features.
 
     ``variant: plp`` (default, the CLIP/PLP study): mean over the k nearest train rows of
-    exp(cos(x, t) / T), k=1, T=``temperature``=0.02. ``variant: openood`` (Sun et al.
-    2022 as run by OpenOOD): minus the k-th smallest *squared* L2 distance between the
-    normalised features, k=50 (faiss ``IndexFlatL2`` returns squared distances; the
-    ranking, hence every metric, equals that of the plain distance). ``k: null`` means
-    the variant's default; ``temperature`` is used by plp only.
+    exp(cos(x, t) / T), k=1, T=``temperature``=0.02.
+
+    ``variant: openood`` (Sun et al. 2022 as run by OpenOOD), k=50: the score is minus
+    the *squared* L2 distance to the k-th nearest train row, both L2-normalised,
+    computed as 2 - 2 cos(x, t). That is exactly OpenOOD's ``KNNPostprocessor``
+    (``-D[:, -1]`` of a faiss ``IndexFlatL2`` search, and ``IndexFlatL2`` returns
+    squared distances), not the square root the paper's formula and scores.md's
+    "k-th nearest L2 distance" write. Squaring is monotone on distances >= 0, so the
+    ranking of samples, and hence AUROC, FPR95 and AUPR, are identical either way; only
+    the raw score values (scores/*.parquet, the ``predict`` threshold) differ.
+
+    ``k: null`` means the variant's default; ``temperature`` is used by plp only.
     """
 
     requires = frozenset({"train"})

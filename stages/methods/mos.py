@@ -81,7 +81,7 @@ class MOS(Detector):
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        sizes = getattr(self, "sizes_", self.group_sizes or IMAGENET_GROUP_SIZES)
+        sizes = self.sizes_  # fit() always sets it (from group_sizes, the head or ImageNet's)
         expected = sum(sizes) + len(sizes)
         if logits.shape[1] != expected:
             raise DataError(

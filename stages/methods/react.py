@@ -11,6 +11,9 @@ from scipy.special import logsumexp
 from stages.errors import ParamsError
 from stages.methods.base import Detector, FitData, register
 
+DEFAULT_QUANTILE = 0.99  # source: train (the ViM benchmark)
+DEFAULT_PERCENTILE = 90.0  # source: val (OpenOOD)
+
 
 def clip_threshold(features: np.ndarray, quantile: float) -> float:
     """numpy 'linear' quantile over every element of the feature matrix."""
@@ -30,9 +33,11 @@ def clipped_logits(
 class ReAct(Detector):
     """Energy+ReAct: logsumexp(min(x, c) W^T + b).
 
-    ``source: train`` (default, the ViM benchmark) takes c as the ``quantile`` of all
-    elements of the ID train features; ``source: val`` takes it from the ID val
-    features at ``percentile`` (OpenOOD's setup, percentile 90).
+    ``source: train`` (default, the ViM benchmark) takes c as the ``quantile`` (default
+    0.99) of all elements of the ID train features; ``source: val`` takes it from the ID
+    val features at ``percentile`` (default 90, OpenOOD's setup). Each source reads one
+    of the two fields, so setting the other one is an error rather than silently
+    ignored (e.g. ``oodbench tune`` sweeping ``quantile`` on a ``source: val`` block).
     """
 
     requires = frozenset({"train"})
@@ -41,27 +46,37 @@ class ReAct(Detector):
     grid: ClassVar[dict[str, list[Any]]] = {"quantile": [0.85, 0.9, 0.95, 0.99]}
 
     source: Literal["train", "val"] = "train"
-    quantile: float = 0.99
-    percentile: float = 90.0
+    #: null: 0.99 (read with source: train only)
+    quantile: float | None = None
+    #: null: 90 (read with source: val only)
+    percentile: float | None = None
 
     def validate(self) -> None:
-        if not 0.0 < self.quantile <= 1.0:
-            raise ParamsError(
-                f"methods.{self.name}.quantile: must be in (0, 1], got {self.quantile}"
-            )
-        if not 0.0 < self.percentile <= 100.0:
-            raise ParamsError(
-                f"methods.{self.name}.percentile: must be in (0, 100], got {self.percentile}"
-            )
+        where = f"methods.{self.name}"
+        if self.quantile is not None and not 0.0 < self.quantile <= 1.0:
+            raise ParamsError(f"{where}.quantile: must be in (0, 1], got {self.quantile}")
+        if self.percentile is not None and not 0.0 < self.percentile <= 100.0:
+            raise ParamsError(f"{where}.percentile: must be in (0, 100], got {self.percentile}")
+        # the field the source does not read must stay unset, or it would be ignored
+        if self.source == "train" and self.percentile is not None:
+            unused, used = "percentile", "quantile"
+        elif self.source == "val" and self.quantile is not None:
+            unused, used = "quantile", "percentile"
+        else:
+            return
+        raise ParamsError(
+            f"{where}.{unused}: not read with source: {self.source}, which clips at "
+            f"{used}; remove {unused} or change {where}.source"
+        )
 
     def fit(self, data: FitData) -> ReAct:
         super().fit(data)
         if self.source == "val":
-            self.clip_ = clip_threshold(
-                data.require_val(self.name).features, self.percentile / 100.0
-            )
+            percentile = DEFAULT_PERCENTILE if self.percentile is None else self.percentile
+            self.clip_ = clip_threshold(data.require_val(self.name).features, percentile / 100.0)
         else:
-            self.clip_ = clip_threshold(data.require_train(self.name).features, self.quantile)
+            quantile = DEFAULT_QUANTILE if self.quantile is None else self.quantile
+            self.clip_ = clip_threshold(data.require_train(self.name).features, quantile)
         return self
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:

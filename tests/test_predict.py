@@ -1,0 +1,60 @@
+"""`oodbench predict` refuses methods that cannot score a single image (local_react)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages.errors import ParamsError
+from stages.predict import MethodVerdict, Prediction, choose_detectors, render
+from tests.conftest import run
+
+PARAMS = {
+    "benchmark": {"backbones": ["lite0"], "methods": ["msp", "local_react", "energy"]},
+    "backbones": {"lite0": {"timm": "tf_efficientnet_lite0"}},
+    "methods": {
+        "msp": {"temperature": 1.0},
+        "local_react": {"quantile": 0.9995},
+        "lr_alias": {"method": "local_react", "quantile": 0.99},
+        "energy": {},
+    },
+}
+
+
+@pytest.mark.parametrize("key", ["local_react", "lr_alias"])
+def test_named_local_react_is_refused_naming_method_and_reason(key):
+    with pytest.raises(ParamsError) as caught:
+        choose_detectors(PARAMS, ["msp", key])
+    message = str(caught.value)
+    assert message.startswith(f"predict: method {key!r} (local_react) clips each dataset")
+    assert "meaningless for one image" in message and "\n" not in message
+
+
+def test_default_list_skips_local_react_and_says_so():
+    detectors, skipped = choose_detectors(PARAMS, None)
+    assert list(detectors) == ["msp", "energy"]
+    assert list(skipped) == ["local_react"]
+    pred = Prediction("x.png", "lite0", [("0", 0.9)], [MethodVerdict("msp", 0.9, 0.5, True)])
+    pred.skipped = skipped
+    assert "local_react    skipped: clips each dataset" in render(pred, "table")
+    assert '"local_react": "clips each dataset' in render(pred, "json")
+
+
+def test_only_local_react_in_the_default_list_is_an_error():
+    params = {**PARAMS, "benchmark": {"methods": ["local_react"]}}
+    with pytest.raises(ParamsError, match="no method can score a single image"):
+        choose_detectors(params, None)
+
+
+def test_cli_exits_2_with_one_line_before_loading_anything(tmp_path):
+    """No features, fc or image exist here: the refusal comes before any of them is read."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    result = run(
+        ["oodbench", "predict", "nosuch.png", "--methods", "msp,local_react"],
+        tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: predict: method 'local_react' (local_react) clips")
