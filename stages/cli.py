@@ -190,7 +190,10 @@ def tune(
         ),
     ] = None,
     holdout: Annotated[
-        float, typer.Option(help="fraction of ID train held out as ID validation")
+        float,
+        typer.Option(
+            help="fraction of ID train held out: half is the detector's ID val, half is scored"
+        ),
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="seed of the hold-out split")] = 0,
     write: Annotated[bool, typer.Option(help="write the best point into params.yaml")] = True,
