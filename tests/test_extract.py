@@ -211,7 +211,10 @@ def test_torchrun_two_gloo_ranks_equal_one_process(dataset, spec, tmp_path) -> N
     _, manifest = dataset
     (tmp_path / "data/manifests").mkdir(parents=True)
     shutil.copy(manifest, tmp_path / "data/manifests/mixed.parquet")
+    # gloo binds to the interface the hostname resolves to; a CI container's hostname may
+    # resolve to nothing, loopback always exists
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env["GLOO_SOCKET_IFNAME"] = "lo"
 
     def extract(nproc: int) -> tuple[dict[str, bytes], str]:
         settings = {**SETTINGS, "nproc_per_node": nproc}
