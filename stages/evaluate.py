@@ -7,11 +7,18 @@ is ID, every other class an OOD set ``class_<j>``, group near; see stages/onecla
 (``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
 so that ``dvc metrics diff`` compares two revisions method by method. Values are raw
 fractions; rounding is for display only.
+
+ID accuracy compares predictions with the val labels mapped to the classifier's class
+order (stages/heads.py ``labels_in_head_order``) when the val list names its classes;
+rows whose class the classifier lacks are left out, and ``id.accuracy_n`` says over how
+many rows it was computed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +27,27 @@ import numpy as np
 from stages import params as P
 from stages.atomic import write_text
 from stages.errors import DataError, ParamsError
-from stages.heads import predict_classes
-from stages.layout import fc_path, features_dir, metrics_path, plots_dir, scores_path
+from stages.heads import accuracy
+from stages.layout import (
+    fc_path,
+    features_dir,
+    manifest_path,
+    metrics_path,
+    plots_dir,
+    scores_path,
+)
 from stages.materialize import read_manifest
 from stages.metrics import METRIC_NAMES, all_metrics
 from stages.oneclass import one_class_of, split_id_val
 from stages.plots import write_plots
-from stages.store import check_labels, load_fc, load_features, load_scores
+from stages.store import (
+    check_labels,
+    classes_sidecar,
+    load_fc,
+    load_features,
+    load_list_classes,
+    load_scores,
+)
 
 GROUPS = ("near", "far")
 
@@ -55,17 +76,31 @@ def method_metrics(
     return result
 
 
-def id_accuracy(backbone: str, id_val: str) -> tuple[int, float | None]:
-    """Top-1 on ID val, when its labels are known (-1 = unknown): argmax z, or for a MOS
-    group head the best within-group class (stages.heads.predict_classes)."""
+def id_accuracy(backbone: str, id_val: str) -> dict[str, Any]:
+    """The ``id`` block's size and top-1 entries: ``n``, and when labels are known
+    (-1 = unknown) ``accuracy`` (argmax z, or for a MOS group head the best within-group
+    class: stages.heads.predict_classes); with named classes also ``accuracy_n``."""
     val = load_features(features_dir(backbone, id_val), backbone=backbone)
-    known = val.labels >= 0
-    if not known.any():
-        return len(val), None
+    classes = load_list_classes(classes_sidecar(manifest_path(id_val)))
+    val = dataclasses.replace(val, classes=classes)
+    entry: dict[str, Any] = {"n": len(val)}
+    labelled = int((val.labels >= 0).sum())
+    if not labelled:
+        return entry
     fc = load_fc(fc_path(backbone))
     check_labels(val, fc)
-    predictions = predict_classes(fc, val.features[known])
-    return len(val), float(np.mean(predictions == val.labels[known]))
+    top1, rows = accuracy(fc, val)
+    entry["accuracy"] = top1
+    if classes is not None:
+        entry["accuracy_n"] = rows
+        if rows < labelled:
+            print(
+                f"evaluate {backbone}: {labelled - rows} of {labelled} labelled {id_val} rows "
+                f"have a class ({classes.source}) the classifier lacks; accuracy is over the "
+                f"other {rows}",
+                file=sys.stderr,
+            )
+    return entry
 
 
 def one_class_scores(
@@ -112,10 +147,7 @@ def main(backbone: str) -> None:
             )
         groups[name] = group
 
-    n_id, accuracy = id_accuracy(backbone, id_val)
-    report: dict[str, Any] = {"id": {"n": n_id}, "ood": {}, "methods": {}}
-    if accuracy is not None:
-        report["id"]["accuracy"] = accuracy
+    report: dict[str, Any] = {"id": id_accuracy(backbone, id_val), "ood": {}, "methods": {}}
     one_class = one_class_of(params)
     all_scores = {m: load_scores(scores_path(backbone, m)) for m in methods}
     if one_class is not None:

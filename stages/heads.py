@@ -5,14 +5,19 @@ should start in about a second. The fc file's extra tensors (``Linear.extras``) 
 ``clip_projection`` P [D, E] and ``clip_text`` T [C, E] (normalised prompt-ensemble
 text embeddings, stages/clip.py) for CLIP backbones; ``group_of_class`` [C] for a MOS
 group head (``fc: mos``), whose logits are C + G columns laid out group after group.
+
+Labels are compared with predictions only through ``labels_in_head_order``: a datalist
+keeps its source's class order, so when its classes are named the labels are mapped to
+the classifier's by name, never taken as its indices.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from stages.datasets import label_map
 from stages.errors import DataError
-from stages.store import Linear
+from stages.store import FeatureSet, Linear
 
 CLIP_PROJECTION, CLIP_TEXT, GROUP_OF_CLASS = "clip_projection", "clip_text", "group_of_class"
 
@@ -74,9 +79,64 @@ def predict_classes(fc: Linear, features: np.ndarray) -> np.ndarray:
     return probs[:, columns].argmax(axis=1)
 
 
-def accuracy(fc: Linear, features: np.ndarray, labels: np.ndarray) -> float | None:
-    """Top-1 over rows with a known label (>= 0); None when no row has one."""
-    known = np.asarray(labels) >= 0
-    if not known.any():
-        return None
-    return float(np.mean(predict_classes(fc, features[known]) == labels[known]))
+def head_class_keys(fc: Linear) -> list[str]:
+    """The identifier of each class ``predict_classes`` can return, in its index order:
+    the class ids where the head has them (an ImageNet head's wnids), else the names; a
+    MOS head's class columns only (its "others" columns are no class)."""
+    keys = list(fc.class_ids if fc.class_ids is not None else fc.class_names)
+    if GROUP_OF_CLASS not in fc.extras:
+        return keys
+    columns, _ = group_layout(fc.extras[GROUP_OF_CLASS])
+    return [keys[c] for c in columns]
+
+
+def labels_in_head_order(features: FeatureSet, fc: Linear) -> np.ndarray:
+    """The rows' labels as classifier class indices (-1: unknown, or a class the head lacks).
+
+    Without class names (no classes file) the labels already are head indices, the
+    convention of a list made for that head. With them, each label's name is looked up
+    among the head's classes (``head_class_keys``)."""
+    return labels_in_order(features, head_class_keys(fc), "the classifier")
+
+
+def labels_in_order(features: FeatureSet, classes: list[str], owner: str) -> np.ndarray:
+    """The rows' labels as indices into `classes` by name (``label_map``), -1 where the
+    label is unknown or its class is not in `classes`; unchanged without class names.
+
+    That no labelled row maps at all means the two name different things (wnids vs
+    descriptions, another dataset): an error naming the classes file."""
+    labels = np.asarray(features.labels, np.int64)
+    known = labels >= 0
+    if features.classes is None or not known.any():
+        return labels
+    names, source = features.classes.names, features.classes.source
+    if int(labels[known].max()) >= len(names):
+        raise DataError(
+            f"{source}: dataset {features.dataset!r} has label {int(labels[known].max())} but "
+            f"the file names {len(names)} classes; rerun `dvc repro` to re-check the list"
+        )
+    to_classes = label_map(names, classes)
+    mapped = np.where(known, to_classes[np.where(known, labels, 0)], -1)
+    if not (mapped >= 0).any():
+        raise DataError(
+            f"{source}: none of the classes of dataset {features.dataset!r} ({_sample(names)}) "
+            f"is a class of {owner} ({_sample(classes)}); name the classifier's classes "
+            "(backbones.<bb>.classes, or a classes file for benchmark.id_train) or fix the file"
+        )
+    return mapped
+
+
+def _sample(names: list[str], count: int = 3) -> str:
+    shown = ", ".join(repr(n) for n in names[:count])
+    return f"{shown}, ... {len(names)} in all" if len(names) > count else shown
+
+
+def accuracy(fc: Linear, features: FeatureSet) -> tuple[float | None, int]:
+    """(top-1, rows it is over): rows whose label maps to a head class
+    (``labels_in_head_order``); (None, 0) when no row has one."""
+    labels = labels_in_head_order(features, fc)
+    mapped = labels >= 0
+    if not mapped.any():
+        return None, 0
+    hits = predict_classes(fc, features.features[mapped]) == labels[mapped]
+    return float(np.mean(hits)), int(mapped.sum())

@@ -9,6 +9,12 @@ the row indices stay those of the datalist.
 Manifest columns: ``index`` (int64, datalist order), ``path`` (relative posix),
 ``label`` (int64, -1 = unknown), ``size`` (bytes, -1 when unknown), ``status``
 ("ok" or a short reason). Key-value metadata: ``dataset`` and ``root``.
+
+When the datalist comes with ``<ds>.classes.txt`` (line i = name of label i), its names
+are checked against the labels and saved as ``<manifest>.classes.json`` (stages/store.py),
+the record later stages map labels to a classifier's class order with. It is a file of
+its own rather than manifest metadata so that naming the classes does not change the
+manifest and hence does not rerun feature extraction.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from stages.datalist import (
     format_errors,
     parse_datalist,
 )
+from stages.datasets import classes_file_of, read_classes
 from stages.errors import DataError
+from stages.store import ListClasses, classes_sidecar, save_list_classes
 
 # PIL's own default (~89.5 Mpx, ~0.27 GB as RGB): larger images are refused before any
 # pixel is decoded, so a decompression bomb costs a header read, not the machine's RAM.
@@ -60,6 +68,7 @@ def run(dataset: str, datalist: Path, root: Path, out: Path, skip_bad: bool) -> 
             "in params.yaml or put the images there"
         )
     entries = parse_datalist(datalist)
+    classes = list_classes(datalist, entries)
     sizes, statuses = check_images(root, [e.path for e in entries])
     _raise_on_escapes(datalist, root, entries, statuses)
     bad = [(e, s) for e, s in zip(entries, statuses, strict=True) if s != OK]
@@ -79,6 +88,24 @@ def run(dataset: str, datalist: Path, root: Path, out: Path, skip_bad: bool) -> 
     )
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
+    save_list_classes(classes_sidecar(out), dataset, classes)
+
+
+def list_classes(datalist: Path, entries: list[Entry]) -> ListClasses | None:
+    """The names of the list's labels from its classes file, if it has one; every label
+    must name a line of it (a shorter file means the file belongs to another list)."""
+    path = classes_file_of(datalist)
+    if not path.is_file():
+        return None
+    names = read_classes(path)
+    beyond = [e for e in entries if e.label >= len(names)]
+    if beyond:
+        raise DataError(
+            f"{datalist}: line {beyond[0].line}: label {beyond[0].label} has no name in {path} "
+            f"({len(names)} classes, {len(beyond)} lines affected); rewrite the classes file "
+            "for this list (`oodbench datalists classes` / `from-folder`) or delete it"
+        )
+    return ListClasses(names=names, source=path.as_posix())
 
 
 def check_images(

@@ -3,20 +3,32 @@
 Logits are recomputed from the features and the exported classifier in float32, as
 the reference code does, so a probe or a MOS group head scores the same way as a
 model's own head. Scores go to ``scores/<bb>/<method>.parquet`` (dataset, index, score).
+ID train and val carry their datalists' class names (``<manifest>.classes.json``), so a
+method comparing labels with predictions (SHE) maps them to the classifier's order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from stages import params as P
 from stages.errors import DataError
-from stages.layout import fc_path, features_dir, scores_path
+from stages.layout import fc_path, features_dir, manifest_path, scores_path
 from stages.methods import FitData, from_params
 from stages.oneclass import one_class_of, restrict
-from stages.store import FeatureSet, check_labels, load_fc, load_features, save_scores
+from stages.store import (
+    FeatureSet,
+    ListClasses,
+    check_labels,
+    classes_sidecar,
+    load_fc,
+    load_features,
+    load_list_classes,
+    save_scores,
+)
 
 
 def check_finite(features: FeatureSet) -> None:
@@ -28,6 +40,11 @@ def check_finite(features: FeatureSet) -> None:
             f"(manifest index {features.index[bad_rows[:10]].tolist()}); re-extract them "
             "in fp32 or drop those images from the datalist"
         )
+
+
+def named(features: FeatureSet | None, classes: ListClasses | None) -> FeatureSet | None:
+    """`features` carrying its datalist's class names (None: the list has none)."""
+    return None if features is None else dataclasses.replace(features, classes=classes)
 
 
 def main(backbone: str, method: str) -> None:
@@ -45,19 +62,30 @@ def main(backbone: str, method: str) -> None:
         raise DataError("params.yaml: benchmark.ood is empty; list at least one OOD dataset")
 
     fc = load_fc(fc_path(backbone))
-    train = (
+    train_classes, val_classes = (
+        load_list_classes(classes_sidecar(manifest_path(name))) for name in (id_train, id_val)
+    )
+    train = named(
         load_features(features_dir(backbone, id_train), backbone=backbone)
         if detector.requires & {"train", "labels"}
-        else None
+        else None,
+        train_classes,
     )
-    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    val = named(load_features(features_dir(backbone, id_val), backbone=backbone), val_classes)
     for fs in (train, val):
         if fs is not None:
             check_finite(fs)
             check_labels(fs, fc)
     start = time.perf_counter()
     one_class = one_class_of(params)  # None: all rows; K: fit on class K (oneclass.py)
-    detector.fit(FitData(fc=fc, train=restrict(train, one_class), val=restrict(val, one_class)))
+    # restrict builds new FeatureSets: the one-class subset keeps the list's class names
+    detector.fit(
+        FitData(
+            fc=fc,
+            train=named(restrict(train, one_class), train_classes),
+            val=named(restrict(val, one_class), val_classes),
+        )
+    )
     fit_seconds = time.perf_counter() - start
 
     rows = [(id_val, val.index, _score(detector, val, fc.logits))]

@@ -9,6 +9,11 @@ Dense matrices are NPY (memory-mappable, ~10x faster than Parquet lists); per-ro
 metadata is a small Parquet sidecar. The classifier ``fc.safetensors`` holds W [C, D],
 b [C] and the class names in its metadata (never pickle). Scores are Parquet tables
 (dataset, index, score).
+
+Class names of a datalist's labels (``datalists/<ds>.classes.txt``, line i = label i)
+travel next to its manifest as ``data/manifests/<ds>.classes.json`` (``classes`` null
+when the list has no classes file), written by materialize and read by the stages that
+compare labels with a classifier's predictions (stages/heads.py ``labels_in_head_order``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from stages.errors import DataError
 FORMAT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class ListClasses:
+    """The class names of a datalist's labels: ``names[label]``, in the list's own order."""
+
+    names: list[str]
+    source: str  # the classes file they were read from, named in every message
+
+
 @dataclass
 class FeatureSet:
     """Features of one dataset under one backbone, rows in manifest order."""
@@ -37,6 +50,9 @@ class FeatureSet:
     labels: np.ndarray  # int64 [N], -1 when unknown
     index: np.ndarray  # int64 [N], the manifest row of each feature row
     logits: np.ndarray | None = None  # float32 [N, C], the model head's own logits
+    #: names of the labels when the datalist has a classes file; None: labels are taken
+    #: as the classifier's own class indices (stages/heads.py labels_in_head_order)
+    classes: ListClasses | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -52,6 +68,9 @@ class Linear:
     #: other tensors of the fc file that some methods need (stages/heads.py): the CLIP
     #: projection and text embeddings (mcm), the class -> group ids of a MOS head
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: stable identifiers of the outputs where the names are descriptions (an ImageNet
+    #: head: wnids, the names a classes file holds); None: the names are the identifiers
+    class_ids: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -173,6 +192,7 @@ def save_fc(path: str | Path, fc: Linear, metadata: dict[str, str] | None = None
     }
     meta = {
         "class_names": json.dumps(list(fc.class_names)),
+        **({"class_ids": json.dumps(list(fc.class_ids))} if fc.class_ids is not None else {}),
         **(metadata or {}),
         "sha256": _tensor_digest(tensors["weight"], tensors["bias"]),
     }
@@ -183,6 +203,22 @@ def save_fc(path: str | Path, fc: Linear, metadata: dict[str, str] | None = None
         meta["extras_sha256"] = _extras_digest(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        _sort_header(Path(tmp))
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors file with the keys of its JSON header sorted.
+
+    The library writes its header from a hash map, in a different order on each run, so
+    an identical classifier got a new file hash and DVC reran every score and evaluate
+    stage after any fc rerun. Only the header changes: the tensor bytes and their offsets
+    are the library's, and the header is padded with spaces to 8 bytes as the format asks."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
 
 
 def load_fc(path: str | Path) -> Linear:
@@ -208,11 +244,14 @@ def load_fc(path: str | Path) -> Linear:
     if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
         raise DataError(f"{path}: W or b holds NaN/Inf; rebuild it with `dvc repro`")
     names = json.loads(meta.get("class_names", "[]")) or [str(c) for c in range(len(bias))]
+    ids = json.loads(meta["class_ids"]) if "class_ids" in meta else None
     if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(names) != len(bias):
         raise DataError(
             f"{path}: inconsistent shapes W{weight.shape} b{bias.shape}; rerun `dvc repro`"
         )
-    return Linear(weight=weight, bias=bias, class_names=names, extras=extras)
+    if ids is not None and len(ids) != len(bias):
+        raise DataError(f"{path}: {len(ids)} class ids for {len(bias)} outputs; rerun `dvc repro`")
+    return Linear(weight=weight, bias=bias, class_names=names, extras=extras, class_ids=ids)
 
 
 def _extras_digest(tensors: dict[str, np.ndarray]) -> str:
@@ -233,7 +272,12 @@ def _tensor_digest(weight: np.ndarray, bias: np.ndarray) -> str:
 
 
 def check_labels(features: FeatureSet, fc: Linear) -> None:
-    """ID labels must index the classifier's rows; a larger one means a wrong datalist or fc."""
+    """ID labels must index the classifier's rows; a larger one means a wrong datalist or fc.
+
+    Labels with class names index the list's own classes (checked against the classes
+    file by materialize) and reach the classifier through ``labels_in_head_order``."""
+    if features.classes is not None:
+        return
     too_big = np.flatnonzero(features.labels >= fc.num_classes)
     if too_big.size:
         first = int(too_big[0])
@@ -271,3 +315,35 @@ def load_scores(path: str | Path) -> dict[str, np.ndarray]:
         str(name): group["score"].to_numpy(np.float64)
         for name, group in table.groupby("dataset", sort=False)
     }
+
+
+def classes_sidecar(manifest: str | Path) -> Path:
+    """``data/manifests/<ds>.parquet`` -> ``data/manifests/<ds>.classes.json``."""
+    return Path(manifest).with_suffix(".classes.json")
+
+
+def save_list_classes(path: str | Path, dataset: str, classes: ListClasses | None) -> None:
+    """Record a datalist's class names (or that it has none) next to its manifest."""
+    record = {"dataset": dataset, "source": None, "classes": None}
+    if classes is not None:
+        record |= {"source": classes.source, "classes": list(classes.names)}
+    write_text(Path(path), json.dumps(record, indent=1) + "\n")
+
+
+def load_list_classes(path: str | Path) -> ListClasses | None:
+    """The class names saved by ``save_list_classes``; None when the list has none, or
+    when there is no record at all (features imported with ``oodbench import-pkl`` have
+    no manifest; under DVC the stages declare the record, so it exists)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        names, source = record["classes"], record["source"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: unreadable class record ({err}); rerun `dvc repro`") from err
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: classes must be a list of names; rerun `dvc repro`")
+    return ListClasses(names=names, source=str(source))

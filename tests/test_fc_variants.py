@@ -78,8 +78,9 @@ def test_mos_head_trains_classifies_and_scores(tmp_path) -> None:
     save_fc(tmp_path / "fc.safetensors", fc, {"source": "mos"})
     back = load_fc(tmp_path / "fc.safetensors")
     np.testing.assert_array_equal(back.extras[GROUP_OF_CLASS], [1, 0, 1, 0, 1])
-    assert accuracy(back, feats, labels) == 1.0  # classes, not C + G logit columns
-    assert accuracy(back, feats, -np.ones_like(labels)) is None
+    assert accuracy(back, train) == (1.0, len(labels))  # classes, not C + G logit columns
+    unlabelled = FeatureSet("id_train", train.features, -np.ones_like(labels), train.index)
+    assert accuracy(back, unlabelled) == (None, 0)
     mos = create("mos", {"group_sizes": [2, 3]}).fit(FitData(fc=back))
     far, _ = _clusters(25, 4 * np.eye(8)[6:], seed=5)  # directions no ID class uses
     id_scores = mos.score(feats, back.logits(feats))
@@ -103,5 +104,27 @@ def test_fc_stage_writes_a_mos_head_from_a_preset_block(tmp_path, monkeypatch) -
     monkeypatch.setattr(F, "load_features", lambda *a, **k: train)
     F.main("mae")
     fc = load_fc(tmp_path / "features/mae/fc.safetensors")
-    assert fc.weight.shape == (6, 8) and accuracy(fc, feats, labels) == 1.0
+    assert fc.weight.shape == (6, 8) and accuracy(fc, train) == (1.0, len(labels))
     np.testing.assert_array_equal(fc.extras[GROUP_OF_CLASS], [0, 0, 1, 1])
+
+
+def test_fc_file_bytes_are_the_same_in_every_process(tmp_path) -> None:
+    """safetensors writes its header from a hash map; save_fc sorts it, so an fc stage
+    rerun on the same inputs leaves the same file and DVC reruns nothing after it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from stages.store import Linear, save_fc; "
+        "fc = Linear(np.eye(3, 4, dtype=np.float32), np.zeros(3, np.float32), list('abc'), "
+        "extras={'group_of_class': np.array([0, 1, 1])}, class_ids=list('xyz')); "
+        "save_fc(sys.argv[1], fc, {'source': 'probe', 'train': 't', 'probe': 'p'})"
+    )
+    paths = [tmp_path / f"fc{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert len({path.read_bytes() for path in paths}) == 1
+    back = load_fc(paths[0])
+    assert back.class_names == ["a", "b", "c"] and back.class_ids == ["x", "y", "z"]
+    np.testing.assert_array_equal(back.weight, np.eye(3, 4, dtype=np.float32))
+    np.testing.assert_array_equal(back.extras[GROUP_OF_CLASS], [0, 1, 1])

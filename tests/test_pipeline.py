@@ -75,3 +75,62 @@ def test_scores_match_a_direct_computation(demo_workspace):
 def test_dvc_metrics_show_prints_the_table(demo_workspace):
     out = run(["dvc", "metrics", "show"], demo_workspace).stdout
     assert "methods.msp.textures.auroc" in out
+
+
+DATASETS = ("digits_id_train", "digits_id_val", "digits_near", "textures", "photos")
+
+
+def ran_stages(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def test_backbone_files_are_dependencies_of_the_stages_that_read_them(demo_workspace):
+    """checkpoints/<bb>/ is a dep of that backbone's extract and fc only; configs/ of fc."""
+    weights = demo_workspace / "checkpoints" / "lite0" / "weights.pth"
+    groups = demo_workspace / "configs" / "groups.yaml"
+    try:
+        weights.write_bytes(b"weights v1")
+        extract = {f"extract@lite0-{name}" for name in DATASETS}
+        assert stale_stages(demo_workspace) == extract | {"fc@lite0"}
+        weights.unlink()
+        assert stale_stages(demo_workspace) == set()
+        groups.write_text("[[0, 1, 2], [3, 4, 5]]\n")
+        assert stale_stages(demo_workspace) == {"fc@lite0"}
+    finally:
+        weights.unlink(missing_ok=True)
+        groups.unlink(missing_ok=True)
+    assert stale_stages(demo_workspace) == set()
+
+
+def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_workspace):
+    """datalists/digits_id_val.classes.txt swaps the names of labels 0 and 1: the probe's
+    class "1" is list label 0. Materialize records the names, score and evaluate rerun,
+    extraction and the probe do not, and accuracy equals a loop mapping by name."""
+    from stages.store import load_fc, load_features
+
+    names = ["1", "0", "2", "3", "4", "5"]
+    classes = demo_workspace / "datalists" / "digits_id_val.classes.txt"
+    classes.write_text("\n".join(names) + "\n")
+    try:
+        ran = ran_stages(run(["dvc", "repro"], demo_workspace).stdout)
+        methods = ("msp", "energy", "react", "maxlogit")
+        assert ran == (
+            {f"materialize@{name}" for name in DATASETS}
+            | {f"score@lite0-{m}" for m in methods}
+            | {"evaluate@lite0"}
+        )
+        report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
+        features = demo_workspace / "features" / "lite0"
+        val = load_features(features / "digits_id_val")
+        fc = load_fc(features / "fc.safetensors")
+        hits = 0
+        for row, label in zip(val.features, val.labels, strict=True):
+            z = row @ fc.weight.T + fc.bias
+            hits += int(fc.class_names[int(np.argmax(z))] == names[label])
+        assert report["id"]["accuracy"] == pytest.approx(hits / len(val), abs=1e-12)
+        assert report["id"]["accuracy_n"] == len(val)
+    finally:
+        classes.unlink()
+        run(["dvc", "repro"], demo_workspace)
+    report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
+    assert "accuracy_n" not in report["id"]

@@ -23,6 +23,7 @@ from scipy import sparse
 from scipy.special import logsumexp
 
 from stages.errors import DataError, ParamsError
+from stages.heads import labels_in_head_order
 from stages.methods.base import Detector, FitData, register
 
 #: ASH percentiles of the paper's ImageNet (ResNet-50) results: ASH-P@60, ASH-B@65, ASH-S@90.
@@ -199,7 +200,9 @@ class SHE(Detector):
     predicted c (argmax z); the score of x is <x, pattern[argmax z(x)]>, the
     ``inner_product`` metric of the reference. A class with no correctly classified
     train sample has no pattern: ``empty: zeros`` (default) scores its predictions 0,
-    ``empty: nan`` reproduces the reference's mean of nothing (NaN).
+    ``empty: nan`` reproduces the reference's mean of nothing (NaN). "Labelled c" is in
+    the classifier's class order: a list with named classes is mapped to it by name,
+    and its rows of a class the classifier lacks are never correct.
     """
 
     requires = frozenset({"train", "labels"})
@@ -210,12 +213,12 @@ class SHE(Detector):
         super().fit(data)
         train = data.require_train(self.name)
         x = np.asarray(train.features, np.float32)
-        labels = np.asarray(train.labels)
-        if not np.any(labels >= 0):
+        if not np.any(np.asarray(train.labels) >= 0):
             raise DataError(
                 f"method {self.name!r} needs labelled ID train features; "
                 f"{train.dataset} has no labels"
             )
+        labels = labels_in_head_order(train, data.fc)  # -1 never equals a prediction
         pred = np.argmax(data.fc.logits(x), axis=1)
         correct = labels == pred
         classes = data.fc.num_classes
