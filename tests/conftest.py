@@ -40,6 +40,8 @@ def make_workspace(dest: Path, edit_params=None) -> Path:
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("checkpoints", "configs"):  # declared deps of extract / fc (dvc.yaml)
+        shutil.copytree(ROOT / folder, dest / folder)
     (dest / ".dvc").mkdir()
     shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
     params = yaml.safe_load((dest / "params.yaml").read_text())
