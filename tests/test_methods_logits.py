@@ -203,6 +203,17 @@ def test_react_checks_each_field_against_its_source():
         create("react", {"percentile": 90})
 
 
+def test_validation_errors_name_the_params_key_of_an_aliased_block():
+    """`react_val: {method: react, ...}`: the error names methods.react_val, the key the
+    user wrote, not the registered method's name."""
+    from stages.methods import from_params
+
+    with pytest.raises(ParamsError, match=r"^methods\.react_val\.quantile: not read"):
+        from_params("react_val", {"method": "react", "source": "val", "quantile": 0.9})
+    with pytest.raises(ParamsError, match=r"^methods\.hot\.temperature: must be > 0"):
+        from_params("hot", {"method": "energy", "temperature": -1})
+
+
 def test_gen_react_matches_loop():
     fc, train, x = _fc(), _feats(60, seed=4), _feats(25, seed=5)
     det = create("gen_react", {"M": 4}).fit(FitData(fc=fc, train=_fset(train)))

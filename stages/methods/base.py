@@ -120,7 +120,16 @@ def create(name: str, params: dict[str, Any] | None = None, where: str | None = 
     detector = cls(**kwargs)
     check = getattr(detector, "validate", None)
     if check is not None:
-        check()
+        try:
+            check()
+        except ParamsError as err:
+            # validators name `methods.<method>.<field>`; the block may sit under another
+            # key (`react_val: {method: react, ...}`), and the error must name that one
+            own = f"methods.{name}."
+            message = str(err)
+            if where != f"methods.{name}" and message.startswith(own):
+                raise ParamsError(where + "." + message[len(own) :]) from err
+            raise
     return detector
 
 
