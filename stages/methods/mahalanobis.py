@@ -114,32 +114,53 @@ def scatter(
     return total
 
 
+@dataclass(frozen=True)
+class ClassStatistics:
+    """What the Gaussian fits need from one pass over the train features."""
+
+    means: np.ndarray  # float64 [C, D] (zero rows for absent classes)
+    counts: np.ndarray  # int [C]
+    shift: np.ndarray  # float64 [D], the global train mean
+    present: np.ndarray  # bool [C]
+
+
+def class_statistics(
+    train: FeatureSet, num_classes: int, method: str, normalize: bool
+) -> ClassStatistics:
+    labels = check_labels(train, num_classes, method)
+    if len(train.features) == 0:
+        raise DataError(f"method {method!r}: the ID train features are empty")
+    sums, counts = class_sums(train.features, labels, num_classes, normalize)
+    present = counts > 0
+    means = np.zeros_like(sums)
+    means[present] = sums[present] / counts[present, None]
+    return ClassStatistics(means, counts, sums.sum(axis=0) / len(train.features), present)
+
+
 def fit_gaussians(
     train: FeatureSet,
     num_classes: int,
     method: str,
     covariance: Literal["pooled", "class_average"] = "pooled",
     normalize: bool = False,
+    stats: ClassStatistics | None = None,
+    within: np.ndarray | None = None,
 ) -> Gaussians:
     """Class means over train and the precision of the chosen shared covariance.
 
     ``pooled`` (ViM benchmark): Sigma = (1/N) sum_i (x_i - mu_{y_i})(...)^T, P = pinvh.
     ``class_average`` (PLP): unweighted mean over classes of the unbiased per-class
     covariances, with a true inverse (an error when it is singular).
-    Classes without train rows have no mean and are left out of the min.
+    Classes without train rows have no mean and are left out of the min. ``stats`` and
+    the pooled ``within`` scatter may be passed in when the caller already has them.
     """
-    labels = check_labels(train, num_classes, method)
-    x = train.features
-    if len(x) == 0:
-        raise DataError(f"method {method!r}: the ID train features are empty")
-    sums, counts = class_sums(x, labels, num_classes, normalize)
-    present = counts > 0
-    means = np.zeros_like(sums)
-    means[present] = sums[present] / counts[present, None]
-    shift = sums.sum(axis=0) / len(x)
+    stats = stats or class_statistics(train, num_classes, method, normalize)
+    x, labels = train.features, np.asarray(train.labels, dtype=np.int64)
+    means, counts, present = stats.means, stats.counts, stats.present
     if covariance == "pooled":
-        sigma = scatter(x, means, labels, normalize) / len(x)
-        precision = linalg.pinvh(sigma, check_finite=False)
+        if within is None:
+            within = scatter(x, means, labels, normalize)
+        precision = linalg.pinvh(within / len(x), check_finite=False)
     else:
         if (counts[present] < 2).any():
             raise DataError(
@@ -150,7 +171,8 @@ def fit_gaussians(
         weight[present] = 1.0 / np.sqrt(counts[present] - 1.0)
         sigma = scatter(x, means, labels, normalize, weight) / present.sum()
         precision = true_inverse(sigma, method)
-    return Gaussians(shift, means[present] - shift, (precision + precision.T) / 2, normalize)
+    shifted = means[present] - stats.shift
+    return Gaussians(stats.shift, shifted, (precision + precision.T) / 2, normalize)
 
 
 def true_inverse(sigma: np.ndarray, method: str) -> np.ndarray:
@@ -208,10 +230,17 @@ class RelativeMahalanobis(Detector):
     def fit(self, data: FitData) -> RelativeMahalanobis:
         super().fit(data)
         train = data.require_train(self.name)
-        self.gaussians_ = fit_gaussians(train, data.fc.num_classes, self.name)
-        shift = self.gaussians_.shift
-        labels = np.zeros(len(train), dtype=np.int64)
-        sigma0 = scatter(train.features, shift[None, :], labels, False) / len(train)
+        num_classes = data.fc.num_classes
+        stats = class_statistics(train, num_classes, self.name, normalize=False)
+        labels = np.asarray(train.labels, dtype=np.int64)
+        within = scatter(train.features, stats.means, labels, False)
+        self.gaussians_ = fit_gaussians(train, num_classes, self.name, stats=stats, within=within)
+        # total scatter = within-class + between-class scatter (exact algebra), which
+        # saves a second pass of N x D x D over the train features
+        offsets = (stats.means - stats.shift)[stats.present]
+        between = (offsets * stats.counts[stats.present, None]).T @ offsets
+        sigma0 = (within + between) / len(train)
+        shift = stats.shift
         self.background_ = Gaussians(
             shift, np.zeros((1, len(shift))), linalg.pinvh(sigma0, check_finite=False)
         )
