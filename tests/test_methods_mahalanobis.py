@@ -185,9 +185,7 @@ def _vim_benchmark_float32(data: FitData, test: np.ndarray) -> np.ndarray:
         centred.extend(fs - means[-1])
     ec = EmpiricalCovariance(assume_centered=True).fit(np.array(centred).astype(np.float64))
     mean = np.array(means).astype(np.float64)
-    return np.array(
-        [-(((f - mean) @ ec.precision_) * (f - mean)).sum(axis=-1).min() for f in test]
-    )
+    return np.array([-(((f - mean) @ ec.precision_) * (f - mean)).sum(axis=-1).min() for f in test])
 
 
 @pytest.mark.parametrize("n_per_class", [8, 60])
