@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stages.atomic import replace_dir, write_text
 from stages.backbones import Backbone, forward_features_and_logits, load_backbone, model_head
+from stages.decode import DECODERS, JpegPixels, read_jpeg
 from stages.errors import DataError, ParamsError
 from stages.materialize import read_manifest
 from stages.store import sha256_file, shard_name, write_feature_info, write_shard_array
@@ -51,6 +52,7 @@ class Settings:
     precision: str = "fp32"
     shard_rows: int = 4096
     nproc_per_node: int = 1  # > 1: `oodbench extract` runs itself under torchrun
+    decoder: str = "pil"  # or torchvision: JPEGs decoded by libjpeg-turbo (stages/decode.py)
 
     @classmethod
     def from_params(cls, settings: dict[str, Any]) -> Settings:
@@ -70,6 +72,10 @@ class Settings:
                 raise ParamsError(
                     f"params.yaml: extract.{key} must be an integer >= {low}, got {value!r}"
                 )
+        if out.decoder not in DECODERS:
+            raise ParamsError(
+                f"params.yaml: extract.decoder must be one of {', '.join(DECODERS)}, got {out.decoder!r}"
+            )
         if out.precision not in PRECISIONS:
             raise ParamsError(
                 f"params.yaml: extract.precision must be one of {', '.join(PRECISIONS)}, got {out.precision!r}"
@@ -78,10 +84,13 @@ class Settings:
 
 
 class ImageFiles(Dataset):
-    """Decoded, resized uint8 images ``root/path`` in manifest order (PIL in the workers)."""
+    """Decoded, resized uint8 images ``root/path`` in manifest order (in the workers):
+    PIL and the model's transform, or torchvision for JPEGs when ``jpeg`` is given."""
 
-    def __init__(self, root: Path, paths: list[str], transform: Any) -> None:
-        self.root, self.paths, self.transform = root, paths, transform
+    def __init__(
+        self, root: Path, paths: list[str], transform: Any, jpeg: JpegPixels | None = None
+    ) -> None:
+        self.root, self.paths, self.transform, self.jpeg = root, paths, transform, jpeg
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -89,6 +98,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         path = self.root / self.paths[i]
         try:
+            pixels = read_jpeg(path, self.jpeg) if self.jpeg is not None else None
+            if pixels is not None:
+                return pixels
             with Image.open(path) as image:
                 return self.transform(image)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
@@ -165,6 +177,7 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     for stale in shards_dir.glob(".*.tmp"):  # temp files of a killed writer (SIGKILL)
         stale.unlink()
     info = _info(backbone, meta["dataset"], bb, rows, precision, device, done_dir, n_shards)
+    info["decoder"] = cfg.decoder
     write_feature_info(shards_dir, info, rows[["index", "label", "path"]])
     out.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(shards_dir, out)
@@ -213,6 +226,13 @@ def wait_for_other_ranks(world: int) -> bool:
     return True
 
 
+def jpeg_pixels(bb: Backbone, cfg: Settings) -> JpegPixels | None:
+    """The torchvision JPEG pipeline when ``extract.decoder: torchvision``, else None."""
+    if cfg.decoder != "torchvision":
+        return None
+    return JpegPixels.from_data_config(bb.info["data_config"], f"backbones.{bb.key}")
+
+
 def select_device() -> torch.device:
     """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU."""
     if torch.cuda.is_available():
@@ -232,6 +252,7 @@ def work_key(
         "manifest": sha256_file(manifest),
         "backbone": bb.info,
         "batch_size": cfg.batch_size,
+        "decoder": cfg.decoder,
         "shard_rows": cfg.shard_rows,
         "precision": precision,
         "device": device.type,
@@ -270,7 +291,7 @@ def _extract_shards(
     normalize = bb.normalize.to(device)
     batches = shard_batches(len(rows), cfg.shard_rows, cfg.batch_size, todo)
     loader = DataLoader(
-        ImageFiles(root, rows["path"].tolist(), bb.pixels),
+        ImageFiles(root, rows["path"].tolist(), bb.pixels, jpeg_pixels(bb, cfg)),
         batch_sampler=batches,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",

@@ -301,6 +301,7 @@ def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
         ({"precision": "int8"}, r"extract\.precision must be one of"),
         ({"shard_rows": True}, r"extract\.shard_rows"),
         ({"nproc_per_node": 0}, r"extract\.nproc_per_node must be an integer >= 1"),
+        ({"decoder": "cv2"}, r"extract\.decoder must be one of pil, torchvision"),
     ],
 )
 def test_settings_errors_name_the_key(settings: dict, match: str) -> None:
@@ -338,3 +339,53 @@ def test_cuda_extraction_matches_cpu(dataset, spec, tmp_path, precision: str) ->
     scale = np.abs(cpu.logits).max()
     tol = {"fp32": 1e-2, "fp16": 2e-2, "bf16": 1e-1}[precision]  # fp32 convs use TF32 on GPU
     assert np.abs(gpu.logits - cpu.logits).max() < tol * scale
+
+
+@pytest.mark.parametrize("preprocess", ["timm", "reference"])
+def test_torchvision_jpeg_pixels_match_pil(dataset, spec, preprocess: str) -> None:
+    """The torchvision path (decode_jpeg + tensor resize/crop) gives the PIL transform's
+    geometry and, up to antialiasing rounding, its pixels: same shape, mean difference
+    under 0.05 grey levels, none above 3."""
+    from stages.decode import JpegPixels, read_jpeg
+
+    root, _ = dataset
+    bb = load_backbone("tiny", {**spec, "preprocess": preprocess})
+    pixels = JpegPixels.from_data_config(bb.info["data_config"], "backbones.tiny")
+    for path in sorted((root / "photos").glob("*.jpg")):
+        fast = read_jpeg(path, pixels)
+        with Image.open(path) as image:
+            slow = bb.pixels(image)
+        assert fast is not None and fast.dtype == slow.dtype == torch.uint8
+        assert fast.shape == slow.shape
+        diff = (fast.int() - slow.int()).abs()
+        assert diff.float().mean() < 0.05 and diff.max() <= 3, (path, diff.max())
+    assert read_jpeg(root / "digits/0.png", pixels) is None  # PNG: the PIL path
+
+
+def test_torchvision_decoder_extracts_like_pil(dataset, spec, tmp_path) -> None:
+    """decoder: torchvision changes only the JPEG rows, and only by rounding; the PNG rows
+    take the PIL path; the decoder is recorded in info.json."""
+    _, manifest = dataset
+    pil, fast = tmp_path / "features/tiny/pil", tmp_path / "features/tiny/fast"
+    E.run("tiny", spec, SETTINGS, manifest, pil)
+    E.run("tiny", spec, {**SETTINGS, "decoder": "torchvision"}, manifest, fast)
+    a, b = load_features(pil), load_features(fast)
+    assert read_feature_info(fast)["decoder"] == "torchvision"
+    assert read_feature_info(pil)["decoder"] == "pil"
+    png = np.array(
+        [str(p).endswith(".png") for p in pd.read_parquet(pil / "index.parquet")["path"]]
+    )
+    np.testing.assert_allclose(b.features[png], a.features[png], rtol=1e-5, atol=1e-5)
+    scale = np.abs(a.features[~png]).max()
+    np.testing.assert_allclose(b.features[~png], a.features[~png], rtol=0, atol=0.05 * scale)
+    assert not np.array_equal(b.features[~png], a.features[~png])  # really the other decoder
+
+
+def test_torchvision_decoder_refuses_configs_it_cannot_reproduce() -> None:
+    from stages.decode import JpegPixels
+
+    config = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.9}
+    with pytest.raises(ParamsError, match=r"extract\.decoder: torchvision does the centre crop"):
+        JpegPixels.from_data_config({**config, "crop_mode": "squash"}, "backbones.x")
+    with pytest.raises(ParamsError, match=r"backbones\.x uses 'nearest'"):
+        JpegPixels.from_data_config({**config, "interpolation": "nearest"}, "backbones.x")
