@@ -5,10 +5,14 @@ rows, 50k ID val, OOD sets of 17,632 / 5,160 / 10,000 / 2,000 rows (OpenImage-O,
 Texture, iNaturalist, ImageNet-O); ``--scale`` multiplies every row count. For each
 method (all of ``registry()``) the table gives fit and score seconds, the peak of the
 memory numpy allocates during fit + score (tracemalloc; torch tiles and BLAS buffers
-are not counted), and next to them the time of a straightforward per-sample loop
-(``score`` called on one row at a time, as the reference codes iterate) measured on a
-subsample and extrapolated to every scored row. Logits are computed once per dataset
-outside the timings, as the score stage does.
+are not counted), and next to them the time of a straightforward per-sample loop in the
+style of the reference scripts (``benchmarks/reference_loops.py``: one row at a time in
+Python, reusing the fitted detector's state) measured on the first ``--loop-rows`` val
+rows and extrapolated to every scored row. On those rows the loop's scores are checked
+against the vectorised ``score`` (rtol 1e-4, atol 1e-5 x the largest |score|); a
+mismatch is printed under the method's row. A method without a reference loop times
+``score`` called on one row at a time instead (call overhead only), marked ``*``.
+Logits are computed once per dataset outside the timings, as the score stage does.
 
     python benchmarks/scores.py --scale 0.1
 """
@@ -21,8 +25,9 @@ import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
+from reference_loops import loop_for
 
-from stages.methods import FitData, create, registry
+from stages.methods import Detector, FitData, create, registry
 from stages.store import FeatureSet, Linear
 
 C, D = 1000, 768
@@ -77,22 +82,49 @@ def measure(name: str, bench: Bench, loop_rows: int) -> dict[str, object]:
     t2 = time.perf_counter()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    x, logits = bench.test["val"]
-    n = min(loop_rows, len(x))
-    t3 = time.perf_counter()
-    for i in range(n):
-        detector.score(x[i : i + 1], logits[i : i + 1])
-    per_row = (time.perf_counter() - t3) / n
     rows = sum(len(x) for x, _ in bench.test.values())
+    loop = time_loop(name, detector, bench, loop_rows)
     return {
         "method": name,
         "fit_s": t1 - t0,
         "score_s": t2 - t1,
         "rows_per_s": rows / max(t2 - t1, 1e-9),
         "peak_mb": peak / 2**20,
-        "loop_s": per_row * rows,
-        "speedup": per_row * rows / max(t2 - t1, 1e-9),
+        "loop_s": loop["per_row"] * rows,
+        "speedup": loop["per_row"] * rows / max(t2 - t1, 1e-9),
+        **loop,
     }
+
+
+def time_loop(name: str, detector: Detector, bench: Bench, loop_rows: int) -> dict[str, object]:
+    """Seconds per row of the per-sample loop on the first val rows, and its agreement."""
+    loop, fallback = loop_for(name)
+    x, logits = bench.test["val"]
+    n = max(min(loop_rows, len(x)), 1)
+    x, logits = x[:n], logits[:n]
+    t0 = time.perf_counter()
+    got = loop(detector, x, logits)
+    per_row = (time.perf_counter() - t0) / n
+    return {
+        "per_row": per_row,
+        "fallback": fallback,
+        "mismatch": mismatch(got, detector.score(x, logits)),
+    }
+
+
+def mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
+    """None when the loop agrees with the vectorised scores, else what differs."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return f"shape {got.shape} != {want.shape}"
+    finite = np.abs(want[np.isfinite(want)])
+    atol = 1e-5 * (finite.max() if finite.size else 1.0)
+    if np.allclose(got, want, rtol=1e-4, atol=atol, equal_nan=True):
+        return None
+    bad = ~np.isclose(got, want, rtol=1e-4, atol=atol, equal_nan=True)
+    i = int(np.flatnonzero(bad)[0])
+    example = f"row {i}: loop {got[i]:.7g} vs vectorised {want[i]:.7g}"
+    return f"{int(bad.sum())}/{len(want)} rows differ, e.g. {example}"
 
 
 def main() -> None:
@@ -110,17 +142,28 @@ def main() -> None:
     )
     header = f"{'method':<14}{'fit s':>8}{'score s':>9}{'rows/s':>11}{'peak MB':>9}"
     print(header + f"{'loop s (extrap.)':>18}{'speed-up':>10}")
+    fallbacks = 0
     for name in args.methods or list(registry()):
         try:
             r = measure(name, bench, args.loop_rows)
         except Exception as err:  # a method that cannot run on this data is reported, not fatal
             print(f"{name:<14}skipped: {type(err).__name__}: {str(err).splitlines()[0][:90]}")
             continue
-        print(
-            f"{r['method']:<14}{r['fit_s']:>8.2f}{r['score_s']:>9.2f}{r['rows_per_s']:>11,.0f}"
-            f"{r['peak_mb']:>9.0f}{r['loop_s']:>18.1f}{r['speedup']:>9.0f}x",
-            flush=True,
-        )
+        fallbacks += bool(r["fallback"])
+        print_row(r)
+    if fallbacks:
+        print("* no reference per-sample loop: vectorised score() called on one row at a time")
+
+
+def print_row(r: dict[str, object]) -> None:
+    mark = "*" if r["fallback"] else " "
+    print(
+        f"{r['method']:<14}{r['fit_s']:>8.2f}{r['score_s']:>9.2f}{r['rows_per_s']:>11,.0f}"
+        f"{r['peak_mb']:>9.0f}{r['loop_s']:>17.1f}{mark}{r['speedup']:>9.0f}x",
+        flush=True,
+    )
+    if r["mismatch"]:
+        print(f"  ! {r['method']}: per-sample loop != vectorised score: {r['mismatch']}")
 
 
 if __name__ == "__main__":
