@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -178,6 +181,14 @@ def test_head_linear_refuses_headless_backbone(tmp_path) -> None:
 HUB_TAG = "test_efficientnet.r160_in1k"  # a real timm pretrained tag (timm/ on the HF hub)
 
 
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(state.items()):
+        h.update(k.encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _hub_cache_with(tmp_path, state: dict[str, torch.Tensor]) -> str:
     """An HF hub cache as `huggingface_hub` leaves it after a download of HUB_TAG."""
     repo = tmp_path / "hub" / f"models--timm--{HUB_TAG}"
@@ -189,9 +200,12 @@ def _hub_cache_with(tmp_path, state: dict[str, torch.Tensor]) -> str:
     return str(tmp_path / "hub")
 
 
-def _load_offline(cache: str, tag: str) -> subprocess.CompletedProcess[str]:
-    """load_backbone with no checkpoint, offline (huggingface_hub reads its env at import,
-    hence a fresh process); prints the loaded tensors' digest."""
+def _load_offline(
+    cache: str, tag: str, endpoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """load_backbone with no checkpoint, offline or from a hub at `endpoint`
+    (huggingface_hub reads its env at import, hence a fresh process); prints the loaded
+    tensors' digest."""
     code = (
         "import hashlib, sys\n"
         "from stages import backbones as B\n"
@@ -206,6 +220,10 @@ def _load_offline(cache: str, tag: str) -> subprocess.CompletedProcess[str]:
         "print(h.hexdigest())\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": cache}
+    if endpoint is not None:
+        # a CI proxy must not take the request for the local hub
+        env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=endpoint, NO_PROXY="127.0.0.1,localhost")
+        env["no_proxy"] = env["NO_PROXY"]
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
@@ -219,14 +237,65 @@ def test_pretrained_tag_loads_offline_from_the_hf_cache(tmp_path) -> None:
     cache = _hub_cache_with(tmp_path, state)
     loaded = _load_offline(cache, HUB_TAG)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
-    want = hashlib.sha256()
-    for k, v in sorted(state.items()):
-        want.update(k.encode())
-        want.update(v.numpy().tobytes())
-    assert loaded.stdout.strip() == want.hexdigest()
+    assert loaded.stdout.strip() == _digest(state)
 
     missing = _load_offline(cache, "test_resnet.r160_in1k")
     assert missing.returncode == 1
     line = missing.stderr.strip().splitlines()[-1]
     assert line.startswith("error: params.yaml: backbones.hub.timm: could not fetch"), line
     assert "set backbones.hub.checkpoint to a local file" in line
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The two calls huggingface_hub makes for a file: HEAD (commit, etag, size), GET."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    commit = "1" * 40
+
+    def _answer(self, with_body: bool) -> None:
+        data = self.files.get(self.path.split("?")[0])
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", self.commit)
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:
+        self._answer(False)
+
+    def do_GET(self) -> None:
+        self._answer(True)
+
+    def log_message(self, *args) -> None:  # keep the test output quiet
+        pass
+
+
+def test_pretrained_tag_downloads_from_the_hub_then_works_offline(tmp_path) -> None:
+    """Online, a pretrained tag is fetched from the hub (here a local server on
+    127.0.0.1 speaking the hub's resolve protocol) into the HF cache; the same load then
+    works with HF_HUB_OFFLINE=1 from that cache."""
+    from safetensors.torch import save
+
+    torch.manual_seed(2)
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    _Hub.files = {f"/timm/{HUB_TAG}/resolve/main/model.safetensors": save(state)}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = str(tmp_path / "hub")
+    try:
+        online = _load_offline(cache, HUB_TAG, endpoint=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert online.returncode == 0, online.stderr[-2000:]
+    assert online.stdout.strip() == _digest(state)
+    offline = _load_offline(cache, HUB_TAG)
+    assert offline.returncode == 0, offline.stderr[-2000:]
+    assert offline.stdout.strip() == _digest(state)
