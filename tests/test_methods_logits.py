@@ -214,6 +214,17 @@ def test_validation_errors_name_the_params_key_of_an_aliased_block():
         from_params("hot", {"method": "energy", "temperature": -1})
 
 
+def test_score_time_errors_name_the_params_key_of_an_aliased_block():
+    """A check that can only run on the data (ASH's percentile against the feature
+    dimension) names the block's own key too, not the registered method's."""
+    from stages.methods import from_params
+
+    ash = from_params("ash_strict", {"method": "ash", "percentile": 99})
+    ash.fit(FitData(fc=_fc()))
+    with pytest.raises(ParamsError, match=r"^methods\.ash_strict\.percentile: 99\.0 keeps no"):
+        ash.score(_feats(3, seed=1), None)
+
+
 def test_gen_react_matches_loop():
     fc, train, x = _fc(), _feats(60, seed=4), _feats(25, seed=5)
     det = create("gen_react", {"M": 4}).fit(FitData(fc=fc, train=_fset(train)))

@@ -53,6 +53,15 @@ class Detector:
     requires: ClassVar[frozenset[str]] = frozenset()
     #: the hyperparameter grid `oodbench tune` searches (OpenOOD's sweep where it has one)
     grid: ClassVar[dict[str, list[Any]]] = {}
+    #: set by `create` on the instance: the params.yaml key of the block it came from
+    _params_key: ClassVar[str | None] = None
+
+    @property
+    def params_key(self) -> str:
+        """The params.yaml key errors name: ``methods.<key>`` of the block this detector
+        was built from (``react_val: {method: react}`` -> methods.react_val), by default
+        ``methods.<registered name>``."""
+        return self._params_key or f"methods.{self.name}"
 
     def fit(self, data: FitData) -> Detector:
         self.fc_ = data.fc
@@ -118,18 +127,10 @@ def create(name: str, params: dict[str, Any] | None = None, where: str | None = 
     if missing:
         raise ParamsError(f"{where}.{missing[0]}: required hyperparameter of {name} is not set")
     detector = cls(**kwargs)
+    detector._params_key = where
     check = getattr(detector, "validate", None)
     if check is not None:
-        try:
-            check()
-        except ParamsError as err:
-            # validators name `methods.<method>.<field>`; the block may sit under another
-            # key (`react_val: {method: react, ...}`), and the error must name that one
-            own = f"methods.{name}."
-            message = str(err)
-            if where != f"methods.{name}" and message.startswith(own):
-                raise ParamsError(where + "." + message[len(own) :]) from err
-            raise
+        check()
     return detector
 
 

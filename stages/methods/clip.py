@@ -28,9 +28,7 @@ class MCM(Detector):
 
     def validate(self) -> None:
         if not self.temperature > 0:
-            raise ParamsError(
-                f"methods.{self.name}.temperature: must be > 0, got {self.temperature}"
-            )
+            raise ParamsError(f"{self.params_key}.temperature: must be > 0, got {self.temperature}")
 
     def fit(self, data: FitData) -> MCM:
         super().fit(data)

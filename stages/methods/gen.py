@@ -35,11 +35,11 @@ def generalized_entropy(probs: np.ndarray, gamma: float, top_m: int) -> np.ndarr
     return -np.sum(top**gamma * rest**gamma, axis=1)
 
 
-def _validate_gen(name: str, gamma: float, top_m: int) -> None:
+def _validate_gen(where: str, gamma: float, top_m: int) -> None:
     if not gamma > 0:
-        raise ParamsError(f"methods.{name}.gamma: must be > 0, got {gamma}")
+        raise ParamsError(f"{where}.gamma: must be > 0, got {gamma}")
     if top_m < 1:
-        raise ParamsError(f"methods.{name}.M: must be an integer >= 1, got {top_m}")
+        raise ParamsError(f"{where}.M: must be an integer >= 1, got {top_m}")
 
 
 @register("gen")
@@ -61,7 +61,7 @@ class GEN(Detector):
     M: int = 100
 
     def validate(self) -> None:
-        _validate_gen(self.name, self.gamma, self.M)
+        _validate_gen(self.params_key, self.gamma, self.M)
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return generalized_entropy(softmax(logits, axis=1), self.gamma, self.M)
@@ -83,11 +83,9 @@ class GENReAct(Detector):
     quantile: float = 0.99
 
     def validate(self) -> None:
-        _validate_gen(self.name, self.gamma, self.M)
+        _validate_gen(self.params_key, self.gamma, self.M)
         if not 0.0 < self.quantile <= 1.0:
-            raise ParamsError(
-                f"methods.{self.name}.quantile: must be in (0, 1], got {self.quantile}"
-            )
+            raise ParamsError(f"{self.params_key}.quantile: must be in (0, 1], got {self.quantile}")
 
     def fit(self, data: FitData) -> GENReAct:
         super().fit(data)

@@ -54,9 +54,7 @@ class GradNorm(Detector):
 
     def validate(self) -> None:
         if not self.temperature > 0:
-            raise ParamsError(
-                f"methods.{self.name}.temperature: must be > 0, got {self.temperature}"
-            )
+            raise ParamsError(f"{self.params_key}.temperature: must be > 0, got {self.temperature}")
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return gradnorm(features, logits, self.temperature)

@@ -114,18 +114,16 @@ class KNN(Detector):
 
     def validate(self) -> None:
         if self.k is not None and self.k < 1:
-            raise ParamsError(f"methods.{self.name}.k: must be >= 1 (or null), got {self.k}")
+            raise ParamsError(f"{self.params_key}.k: must be >= 1 (or null), got {self.k}")
         if not self.temperature > 0:
-            raise ParamsError(
-                f"methods.{self.name}.temperature: must be > 0, got {self.temperature}"
-            )
+            raise ParamsError(f"{self.params_key}.temperature: must be > 0, got {self.temperature}")
 
     def fit(self, data: FitData) -> KNN:
         super().fit(data)
         self.bank_ = to_bank(unit_rows(data.require_train(self.name).features))
         if self.neighbours > len(self.bank_):
             raise ParamsError(
-                f"methods.{self.name}.k: {self.neighbours} neighbours but the ID train bank "
+                f"{self.params_key}.k: {self.neighbours} neighbours but the ID train bank "
                 f"has {len(self.bank_)} rows"
             )
         return self
@@ -159,10 +157,10 @@ class NNGuide(Detector):
 
     def validate(self) -> None:
         if self.k < 1:
-            raise ParamsError(f"methods.{self.name}.k: must be >= 1, got {self.k}")
+            raise ParamsError(f"{self.params_key}.k: must be >= 1, got {self.k}")
         if not 0.0 < self.bank_fraction <= 1.0:
             raise ParamsError(
-                f"methods.{self.name}.bank_fraction: must be in (0, 1], got {self.bank_fraction}"
+                f"{self.params_key}.bank_fraction: must be in (0, 1], got {self.bank_fraction}"
             )
 
     def bank_rows(self, n: int) -> np.ndarray:
@@ -178,7 +176,7 @@ class NNGuide(Detector):
         rows = self.bank_rows(len(train))
         if self.k > len(rows):
             raise ParamsError(
-                f"methods.{self.name}.k: {self.k} neighbours but the bank has {len(rows)} rows "
+                f"{self.params_key}.k: {self.k} neighbours but the bank has {len(rows)} rows "
                 f"({self.bank_fraction} of {len(train)}); raise bank_fraction or lower k"
             )
         bank = np.asarray(train[rows], dtype=np.float32)

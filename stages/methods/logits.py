@@ -11,9 +11,9 @@ from stages.errors import ParamsError
 from stages.methods.base import Detector, register
 
 
-def _check_temperature(name: str, temperature: float) -> None:
+def _check_temperature(where: str, temperature: float) -> None:
     if not temperature > 0:
-        raise ParamsError(f"methods.{name}.temperature: must be > 0, got {temperature}")
+        raise ParamsError(f"{where}.temperature: must be > 0, got {temperature}")
 
 
 @register("msp")
@@ -24,7 +24,7 @@ class MSP(Detector):
     temperature: float = 1.0
 
     def validate(self) -> None:
-        _check_temperature(self.name, self.temperature)
+        _check_temperature(self.params_key, self.temperature)
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.temperature, axis=1).max(axis=1)
@@ -47,7 +47,7 @@ class Energy(Detector):
     temperature: float = 1.0
 
     def validate(self) -> None:
-        _check_temperature(self.name, self.temperature)
+        _check_temperature(self.params_key, self.temperature)
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return self.temperature * logsumexp(logits / self.temperature, axis=1)
@@ -65,7 +65,7 @@ class ODIN(Detector):
     temperature: float = 1000.0
 
     def validate(self) -> None:
-        _check_temperature(self.name, self.temperature)
+        _check_temperature(self.params_key, self.temperature)
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return softmax(logits / self.temperature, axis=1).max(axis=1)

@@ -61,11 +61,11 @@ class MOS(Detector):
         if self.group_sizes is None:
             return
         if not self.group_sizes:
-            raise ParamsError(f"methods.{self.name}.group_sizes: needs at least one group")
+            raise ParamsError(f"{self.params_key}.group_sizes: needs at least one group")
         for i, size in enumerate(self.group_sizes):
             if size < 1:
                 raise ParamsError(
-                    f"methods.{self.name}.group_sizes[{i}]: a group needs >= 1 class, got {size}"
+                    f"{self.params_key}.group_sizes[{i}]: a group needs >= 1 class, got {size}"
                 )
 
     def fit(self, data: FitData) -> MOS:
@@ -85,7 +85,7 @@ class MOS(Detector):
         expected = sum(sizes) + len(sizes)
         if logits.shape[1] != expected:
             raise DataError(
-                f"methods.{self.name}: the logits have {logits.shape[1]} columns but "
+                f"{self.params_key}: the logits have {logits.shape[1]} columns but "
                 f"group_sizes {sizes} needs {expected} (classes + one 'others' "
                 "per group); score MOS with the group head (backbones.<bb>.fc: mos) "
                 "and matching group_sizes"

@@ -52,7 +52,7 @@ class ReAct(Detector):
     percentile: float | None = None
 
     def validate(self) -> None:
-        where = f"methods.{self.name}"
+        where = f"{self.params_key}"
         if self.quantile is not None and not 0.0 < self.quantile <= 1.0:
             raise ParamsError(f"{where}.quantile: must be in (0, 1], got {self.quantile}")
         if self.percentile is not None and not 0.0 < self.percentile <= 100.0:
@@ -101,9 +101,7 @@ class LocalReAct(Detector):
 
     def validate(self) -> None:
         if not 0.0 < self.quantile <= 1.0:
-            raise ParamsError(
-                f"methods.{self.name}.quantile: must be in (0, 1], got {self.quantile}"
-            )
+            raise ParamsError(f"{self.params_key}.quantile: must be in (0, 1], got {self.quantile}")
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         clip = clip_threshold(features, self.quantile)

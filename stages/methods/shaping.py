@@ -94,15 +94,15 @@ def train_mean(data: FitData, method: str) -> np.ndarray:
     return np.mean(np.asarray(data.require_train(method).features, np.float32), axis=0)
 
 
-def _check_percentile(name: str, key: str, value: float | None) -> None:
+def _check_percentile(where: str, key: str, value: float | None) -> None:
     if value is not None and not 0.0 <= value < 100.0:
-        raise ParamsError(f"methods.{name}.{key}: must be in [0, 100), got {value}")
+        raise ParamsError(f"{where}.{key}: must be in [0, 100), got {value}")
 
 
-def _check_kept(name: str, dim: int, percentile: float) -> None:
+def _check_kept(where: str, dim: int, percentile: float) -> None:
     if kept_count(dim, percentile) < 1:
         raise ParamsError(
-            f"methods.{name}.percentile: {percentile} keeps no activation of the "
+            f"{where}.percentile: {percentile} keeps no activation of the "
             f"{dim}-dimensional features; lower it"
         )
 
@@ -126,14 +126,14 @@ class ASH(Detector):
     percentile: float | None = None
 
     def validate(self) -> None:
-        _check_percentile(self.name, "percentile", self.percentile)
+        _check_percentile(self.params_key, "percentile", self.percentile)
 
     @property
     def percentile_(self) -> float:
         return ASH_PERCENTILE[self.variant] if self.percentile is None else self.percentile
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        _check_kept(self.name, features.shape[1], self.percentile_)
+        _check_kept(self.params_key, features.shape[1], self.percentile_)
         shaped = ash_shape(features, self.percentile_, self.variant)
         return _energy(shaped, self.fc_.weight, self.fc_.bias)
 
@@ -153,10 +153,10 @@ class SCALE(Detector):
     percentile: float = 85.0
 
     def validate(self) -> None:
-        _check_percentile(self.name, "percentile", self.percentile)
+        _check_percentile(self.params_key, "percentile", self.percentile)
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        _check_kept(self.name, features.shape[1], self.percentile)
+        _check_kept(self.params_key, features.shape[1], self.percentile)
         shaped = scale_shape(features, self.percentile)
         return _energy(shaped, self.fc_.weight, self.fc_.bias)
 
@@ -177,7 +177,7 @@ class DICE(Detector):
     p: float = 70.0
 
     def validate(self) -> None:
-        _check_percentile(self.name, "p", self.p)
+        _check_percentile(self.params_key, "p", self.p)
 
     def fit(self, data: FitData) -> DICE:
         super().fit(data)
@@ -301,7 +301,7 @@ class NCI(Detector):
 
     def validate(self) -> None:
         if not self.alpha >= 0:
-            raise ParamsError(f"methods.{self.name}.alpha: must be >= 0, got {self.alpha}")
+            raise ParamsError(f"{self.params_key}.alpha: must be >= 0, got {self.alpha}")
 
     def fit(self, data: FitData) -> NCI:
         super().fit(data)

@@ -142,11 +142,11 @@ class _ViMBase(Detector):
             not isinstance(self.dim, int) and self.dim not in ("current", "legacy", "moodv2")
         ):
             raise ParamsError(
-                f"methods.{self.name}.dim: {self.dim!r} is not 'current', 'legacy', "
+                f"{self.params_key}.dim: {self.dim!r} is not 'current', 'legacy', "
                 "'moodv2' or an integer"
             )
         if isinstance(self.dim, int) and self.dim < 0:
-            raise ParamsError(f"methods.{self.name}.dim: must be >= 0, got {self.dim}")
+            raise ParamsError(f"{self.params_key}.dim: must be >= 0, got {self.dim}")
 
     def fit(self, data: FitData) -> _ViMBase:
         super().fit(data)
@@ -155,7 +155,7 @@ class _ViMBase(Detector):
         dim = principal_dim(self.dim, d, data.fc.num_classes)
         if dim >= d:
             raise ParamsError(
-                f"methods.{self.name}.dim: the principal dimension {dim} (from {self.dim!r}) "
+                f"{self.params_key}.dim: the principal dimension {dim} (from {self.dim!r}) "
                 f"must be smaller than the feature dimension {d}, or no residual is left; "
                 "give a smaller integer"
             )
