@@ -121,6 +121,11 @@ def evaluate(
     stage.main(backbone)
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """``"a, b,"`` -> ``["a", "b"]``; None (the option not given) stays None."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
 class ReportFormat(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -148,8 +153,7 @@ def report(
     """Print the metrics as a leaderboard (methods x OOD sets, per backbone)."""
     from stages import report as stage
 
-    chosen = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
-    stage.main(metrics_dir, metric, format.value, chosen, png)
+    stage.main(metrics_dir, metric, format.value, comma_list(backbones), png)
 
 
 class PredictFormat(str, Enum):
@@ -175,8 +179,8 @@ def predict(
 
     if backbone is None:
         backbone = P.get(P.load_params(), "benchmark.backbones", list)[0]
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    typer.echo(stage.render(stage.predict(image, backbone, chosen, top), format.value), nl=False)
+    result = stage.predict(image, backbone, comma_list(methods), top)
+    typer.echo(stage.render(result, format.value), nl=False)
 
 
 @app.command()
