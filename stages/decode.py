@@ -17,6 +17,7 @@ against these tests).
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,12 +76,14 @@ def read_jpeg(path: Path, pixels: JpegPixels) -> torch.Tensor | None:
     decompression-bomb limit before anything large is decoded."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    with Image.open(path) as header:
+    encoded = path.read_bytes()  # read once: PIL parses the header, torchvision decodes
+    with Image.open(io.BytesIO(encoded)) as header:
         if header.format != "JPEG" or header.mode not in ("RGB", "L"):
             return None
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
     try:
-        image = decode_jpeg(data, mode=ImageReadMode.RGB)
+        image = decode_jpeg(
+            torch.frombuffer(bytearray(encoded), dtype=torch.uint8), mode=ImageReadMode.RGB
+        )
     except RuntimeError:  # a JPEG flavour torchvision does not decode: PIL does, or reports
         return None
     return pixels(image)
