@@ -7,8 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+
+from stages import store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +68,22 @@ def demo_workspace(tmp_path_factory) -> Path:
     dest = make_workspace(tmp_path_factory.mktemp("workspace"))
     run(["dvc", "repro"], dest)
     return dest
+
+
+def feature_dir(directory: Path, features: np.ndarray, labels: list[int], backbone: str) -> Path:
+    """A real feature directory (one shard) written with the store's own writers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = store.write_shard_array(directory, 0, "features", features)
+    info = {
+        "backbone": backbone,
+        "dataset": directory.name,
+        "feature_dim": features.shape[1],
+        "num_classes": 0,
+        "rows": len(features),
+        "shards": [{"name": "shard-00000", "rows": len(features), "sha256": {"features": digest}}],
+    }
+    index = pd.DataFrame(
+        {"index": np.arange(len(labels)), "label": np.array(labels), "path": [""] * len(labels)}
+    )
+    store.write_feature_info(directory, info, index)
+    return directory

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -22,6 +21,7 @@ from stages.heads import head_class_keys, labels_in_head_order, predict_classes
 from stages.methods import FitData, create
 from stages.probe import ProbeConfig
 from stages.store import FeatureSet, Linear, ListClasses
+from tests.conftest import feature_dir
 
 HEAD = ["ant", "bee", "cat", "dog"]  # the classifier's order
 FAST = ProbeConfig(epochs=40, lr=0.05, batch_size=32)
@@ -61,21 +61,6 @@ def _loop_accuracy(fc: Linear, x: np.ndarray, labels: np.ndarray, names: list[st
     return hits / total
 
 
-def _write_val(directory: Path, x: np.ndarray, labels: np.ndarray, backbone: str) -> None:
-    """A real feature directory (one shard) through the store's own writers."""
-    directory.mkdir(parents=True)
-    digest = store.write_shard_array(directory, 0, "features", x)
-    info = {
-        "backbone": backbone,
-        "dataset": directory.name,
-        "feature_dim": x.shape[1],
-        "num_classes": 0,
-        "shards": [{"name": "shard-00000", "rows": len(x), "sha256": {"features": digest}}],
-    }
-    index = pd.DataFrame({"index": np.arange(len(x)), "label": labels, "path": [""] * len(x)})
-    store.write_feature_info(directory, info, index)
-
-
 def _val_workspace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str] | None, labels: np.ndarray
 ) -> tuple[Linear, np.ndarray]:
@@ -83,7 +68,7 @@ def _val_workspace(
     monkeypatch.chdir(tmp_path)
     fc = _head()
     x = _rows(fc, len(labels), seed=1, classes=_head_classes(labels, names))
-    _write_val(Path("features/bb/val"), x, labels, "bb")
+    feature_dir(Path("features/bb/val"), x, labels.tolist(), "bb")
     store.save_fc(Path("features/bb/fc.safetensors"), fc)
     classes = ListClasses(names, "datalists/val.classes.txt") if names is not None else None
     Path("data/manifests").mkdir(parents=True)

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import timm
 from PIL import Image
@@ -20,26 +19,8 @@ from stages.extract import ImageFiles
 from stages.materialize import decode_status
 from stages.score import _score, check_finite
 from stages.store import FeatureSet, Linear, check_labels, load_fc, load_features, save_fc
+from tests.conftest import feature_dir
 from tests.faults_catalogue import catalogue
-
-
-def feature_dir(directory: Path, features: np.ndarray, labels: list[int], backbone: str) -> Path:
-    """A real feature directory (one shard) written with the store's own writers."""
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = store.write_shard_array(directory, 0, "features", features)
-    info = {
-        "backbone": backbone,
-        "dataset": directory.name,
-        "feature_dim": features.shape[1],
-        "num_classes": 0,
-        "rows": len(features),
-        "shards": [{"name": "shard-00000", "rows": len(features), "sha256": {"features": digest}}],
-    }
-    index = pd.DataFrame(
-        {"index": np.arange(len(labels)), "label": np.array(labels), "path": [""] * len(labels)}
-    )
-    store.write_feature_info(directory, info, index)
-    return directory
 
 
 def linear(c: int = 3, d: int = 4) -> Linear:
