@@ -14,7 +14,7 @@ $(BIN)/oodbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[demo,dev]"
+	$(BIN)/pip install -q -e ".[demo,clip,dev]"
 	touch $@
 
 setup: $(BIN)/oodbench
@@ -28,3 +28,5 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	PATH="$(abspath $(BIN)):$$PATH" oodbench pipeline --check

@@ -26,8 +26,8 @@ import torch
 import yaml
 from PIL import Image
 
-from stages import extract as E
-from stages.backbones import forward_features_and_logits, load_backbone
+from oodbench.models import extract as E
+from oodbench.models.backbones import forward_features_and_logits, load_backbone
 
 
 def write_images(root: Path, n: int) -> Path:
@@ -86,7 +86,7 @@ def bare_rate(backbone: str, spec: dict, settings: dict, n: int) -> float:
     x = torch.randn(settings["batch_size"], *size, device=device)
     if cnn:
         x = x.contiguous(memory_format=torch.channels_last)
-    dtype = E.PRECISIONS[settings["precision"]]
+    dtype = E.AUTOCAST[settings["precision"]]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     steps = max(2, n // settings["batch_size"])
     with torch.inference_mode(), autocast:

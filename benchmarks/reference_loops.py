@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp, softmax
 
-from stages.methods import Detector
+from oodbench.methods import Detector
 
 LoopFn = Callable[[Detector, np.ndarray, np.ndarray], np.ndarray]
 

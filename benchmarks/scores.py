@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from reference_loops import loop_for
 
-from stages.methods import Detector, FitData, create, registry
-from stages.store import FeatureSet, Linear
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import Detector, FitData, create, registry
 
 C, D = 1000, 768
 ROWS = {"train": 200_000, "val": 50_000}

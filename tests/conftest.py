@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import store
+from oodbench.formats import features as store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,15 +40,21 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
+def stage_command(kind: str, *args: str) -> list[str]:
+    """The command line dvc.yaml runs for a stage: ``python stages/<kind>.py ARGS``."""
+    return [sys.executable, str(ROOT / "stages" / f"{kind}.py"), *args]
+
+
 def make_workspace(dest: Path, edit_params=None) -> Path:
-    """Copy the pipeline definition and code into `dest`, as its own git + DVC repo."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for folder in ("checkpoints", "configs"):  # declared deps of extract / fc (dvc.yaml)
-        shutil.copytree(ROOT / folder, dest / folder)
-    (dest / ".dvc").mkdir()
-    shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    """Copy the project (params, stage scripts, package sources) into `dest` as its own git +
+    DVC repo, and generate its dvc.yaml with `oodbench pipeline` for the edited params."""
+    shutil.copy2(ROOT / "params.yaml", dest / "params.yaml")
+    shutil.copy2(ROOT / ".dvcignore", dest / ".dvcignore")
+    shutil.copy2(ROOT / ".gitignore", dest / ".gitignore")
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("stages", "oodbench", "checkpoints", "configs"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["demo"] = dict(SMALL_DEMO)
     params["benchmark"]["backbones"] = ["lite0"]
@@ -56,6 +63,7 @@ def make_workspace(dest: Path, edit_params=None) -> Path:
     if edit_params is not None:
         edit_params(params)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["oodbench", "pipeline"], dest)
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], dest)

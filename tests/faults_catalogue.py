@@ -73,7 +73,7 @@ def render(rows: list[Row]) -> str:
         "otherwise, a fault gives one `error: ...` line naming the file, line or params key",
         "and the fix, exits with status 2, writes no partial artifact and leaves the",
         "existing artifacts untouched (outputs are written to a temporary sibling and",
-        "renamed into place only when complete, see `stages/atomic.py`).",
+        "renamed into place only when complete, see `oodbench/formats/atomic.py`).",
     ]
     for area in AREAS:
         chosen = [r for r in rows if r.area == area]

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from stages import backbones as B
-from stages.errors import ParamsError
+from oodbench.core.errors import ParamsError
+from oodbench.models import backbones as B
+from oodbench.models import weights as W
 
 TINY = "resnet10t"
 
@@ -96,7 +97,7 @@ def test_positional_conversion_maps_renamed_keys_in_order() -> None:
     source = {
         f"x{i}": torch.randn_like(t.float()).to(t.dtype) for i, t in enumerate(target.values())
     }
-    out = B.convert_state_dict(source, target, "here")
+    out = W.convert_state_dict(source, target, "here")
     assert list(out) == list(target)
     for s, d in zip(source.values(), out.values(), strict=True):
         assert torch.equal(s, d)
@@ -208,8 +209,8 @@ def _load_offline(
     tensors' digest."""
     code = (
         "import hashlib, sys\n"
-        "from stages import backbones as B\n"
-        "from stages.errors import OodbenchError\n"
+        "from oodbench.models import backbones as B\n"
+        "from oodbench.core.errors import OodbenchError\n"
         "try:\n"
         f"    bb = B.load_backbone('hub', {{'timm': {tag!r}, 'fc': 'head'}})\n"
         "except OodbenchError as err:\n"

@@ -14,13 +14,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import evaluate, materialize, store
-from stages import fc as F
-from stages.errors import DataError
-from stages.heads import head_class_keys, labels_in_head_order, predict_classes
-from stages.methods import FitData, create
-from stages.probe import ProbeConfig
-from stages.store import FeatureSet, Linear, ListClasses
+from oodbench.core.errors import DataError
+from oodbench.data import materialize
+from oodbench.formats import classifier
+from oodbench.formats import manifest as manifests
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.formats.manifest import ListClasses
+from oodbench.heads import export as F
+from oodbench.heads.labels import head_class_keys, labels_in_head_order, predict_classes
+from oodbench.heads.probe import ProbeConfig
+from oodbench.methods import FitData, create
+from oodbench.results import evaluate
 from tests.conftest import feature_dir
 
 HEAD = ["ant", "bee", "cat", "dog"]  # the classifier's order
@@ -69,10 +74,10 @@ def _val_workspace(
     fc = _head()
     x = _rows(fc, len(labels), seed=1, classes=_head_classes(labels, names))
     feature_dir(Path("features/bb/val"), x, labels.tolist(), "bb")
-    store.save_fc(Path("features/bb/fc.safetensors"), fc)
+    classifier.save_fc(Path("features/bb/fc.safetensors"), fc)
     classes = ListClasses(names, "datalists/val.classes.txt") if names is not None else None
     Path("data/manifests").mkdir(parents=True)
-    store.save_list_classes(Path("data/manifests/val.classes.json"), "val", classes)
+    manifests.save_list_classes(Path("data/manifests/val.classes.json"), "val", classes)
     return fc, x
 
 
@@ -175,15 +180,15 @@ def test_materialize_records_the_class_names_next_to_the_manifest(tmp_path) -> N
     materialize.run("toy", datalist, root, out, skip_bad=False)
     record = json.loads((tmp_path / "manifests" / "toy.classes.json").read_text())
     assert record == {"dataset": "toy", "source": None, "classes": None}
-    assert store.load_list_classes(store.classes_sidecar(out)) is None
+    assert manifests.load_list_classes(manifests.classes_sidecar(out)) is None
 
     (tmp_path / "datalists" / "toy.classes.txt").write_text("zebra\nyak\n")
     materialize.run("toy", datalist, root, out, skip_bad=False)
-    classes = store.load_list_classes(store.classes_sidecar(out))
+    classes = manifests.load_list_classes(manifests.classes_sidecar(out))
     assert classes == ListClasses(
         ["zebra", "yak"], (datalist.parent / "toy.classes.txt").as_posix()
     )
-    manifest, _ = materialize.read_manifest(out)
+    manifest, _ = manifests.read_manifest(out)
     assert manifest["label"].tolist() == [1, 0, -1]  # the list's own numbering is kept
 
 
@@ -216,26 +221,26 @@ def test_mos_maps_train_labels_to_the_classes_param_order(tmp_path) -> None:
     names_file.write_text("a\nb\nc\n")
     groups_file.write_text("a: 0\nb: 1\nc: 1\n")
     train = FeatureSet("tr", x, labels, np.arange(75), classes=ListClasses(["c", "b", "a"], "l"))
-    fc = F.fit_mos(train, {"classes": str(names_file), "groups": str(groups_file)}, FAST, "bb")
+    fc = F.fit_mos(train, str(names_file), str(groups_file), FAST, "bb")
     assert head_class_keys(fc) == ["a", "b", "c"]
     predicted = [head_class_keys(fc)[p] for p in predict_classes(fc, x)]
     assert predicted == [["c", "b", "a"][label] for label in labels]
 
     stray = FeatureSet("tr", x, labels, np.arange(75), classes=ListClasses(["c", "b", "q"], "l"))
     with pytest.raises(DataError, match=r"l: class 'q' \(25 ID train rows\) is not among"):
-        F.fit_mos(stray, {"classes": str(names_file), "groups": str(groups_file)}, FAST, "bb")
+        F.fit_mos(stray, str(names_file), str(groups_file), FAST, "bb")
 
 
 def test_imagenet_head_keeps_wnids_so_wnid_lists_map_to_it(tmp_path) -> None:
     import timm
 
-    from stages.backbones import model_head
-    from stages.datasets import imagenet_sorted_wnids
+    from oodbench.data.classes import imagenet_sorted_wnids
+    from oodbench.models.backbones import model_head
 
     head = model_head(timm.create_model("resnet18", pretrained=False))
     assert head.class_ids == imagenet_sorted_wnids() and head.class_names[0].startswith("tench")
-    store.save_fc(tmp_path / "fc.safetensors", head)
-    back = store.load_fc(tmp_path / "fc.safetensors")
+    classifier.save_fc(tmp_path / "fc.safetensors", head)
+    back = classifier.load_fc(tmp_path / "fc.safetensors")
     assert back.class_ids == head.class_ids
     # a list in another order (reversed wnids): label 0 is the head's class 999
     reversed_ids = imagenet_sorted_wnids()[::-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run
+from tests.conftest import run, stage_command
 from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def snapshot(workspace) -> dict[str, float]:
 )
 def test_unknown_names(demo_workspace, args, expected):
     before = snapshot(demo_workspace)
-    result = run(["oodbench", *args], demo_workspace, check=False)
+    result = run(stage_command(*args), demo_workspace, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (
@@ -46,7 +46,7 @@ def test_unknown_names(demo_workspace, args, expected):
 @catalogue(
     "params",
     "a method block has an unknown (misspelt) hyperparameter",
-    "one `error:` line `methods.energy.temprature: unknown hyperparameter`, exit 2, no file touched",
+    "the check stage stops with one `error:` line `methods.energy.temprature: unknown hyperparameter`, exit 2, no file touched",
 )
 def test_unknown_hyperparameter_names_the_key(demo_workspace):
     params = demo_workspace / "params.yaml"
@@ -56,11 +56,7 @@ def test_unknown_hyperparameter_names_the_key(demo_workspace):
             original.replace("  energy:\n    temperature: 1.0", "  energy:\n    temprature: 1.0")
         )
         before = snapshot(demo_workspace)
-        result = run(
-            ["oodbench", "score", "--backbone", "lite0", "--method", "energy"],
-            demo_workspace,
-            check=False,
-        )
+        result = run(stage_command("check"), demo_workspace, check=False)
         assert result.returncode == 2
         assert "methods.energy.temprature: unknown hyperparameter" in result.stderr
         after = snapshot(demo_workspace)

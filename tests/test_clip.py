@@ -7,18 +7,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 
-open_clip = pytest.importorskip("open_clip")
-
-from stages import backbones as B  # noqa: E402
-from stages import clip as CL  # noqa: E402
-from stages.errors import DataError  # noqa: E402
-from stages.heads import CLIP_PROJECTION, CLIP_TEXT, zero_shot_logits  # noqa: E402
-from stages.methods import FitData, create  # noqa: E402
-from stages.store import Linear  # noqa: E402
+from oodbench.core.errors import DataError
+from oodbench.formats.classifier import Linear
+from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT, zero_shot_logits
+from oodbench.methods import FitData, create
+from oodbench.models import backbones as B
+from oodbench.models import clip as CL
 
 TINY = {
     "embed_dim": 24,
@@ -85,5 +84,5 @@ def test_mcm_scores_without_the_logit_scale() -> None:
     np.testing.assert_allclose(mcm.score(feats, None), expected, rtol=1e-5)
     assert expected.max() < 0.6  # T=1 on cosines in [-1, 1]: near-uniform, as in MCM
     np.testing.assert_allclose(zero_shot_logits(feats, proj, text, 100.0), 100 * cos, rtol=1e-4)
-    with pytest.raises(DataError, match="'mcm' needs the CLIP projection"):
+    with pytest.raises(DataError, match=r"methods\.mcm needs the CLIP projection"):
         create("mcm").fit(FitData(fc=Linear(fc.weight, fc.bias, list("abc"))))

@@ -10,9 +10,10 @@ import pytest
 import timm
 import torch
 
-from stages import backbones as B
-from stages import converters as C
-from stages.errors import ParamsError
+from oodbench.core.errors import ParamsError
+from oodbench.models import backbones as B
+from oodbench.models import converters as C
+from oodbench.models import weights as W
 
 VIT = {"img_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 2}
 
@@ -91,8 +92,8 @@ def _load_vit(tmp_path, state: dict, spec: dict) -> torch.nn.Module:
     target = timm.create_model("vit_base_patch16_224", pretrained=False, **VIT, **_nc(spec))
     path = tmp_path / "vit.pth"
     torch.save({"state_dict": state}, path)
-    source = C.convert(B.read_state_dict(path), spec["converter"], target.state_dict(), "here")
-    target.load_state_dict(B.convert_state_dict(source, target.state_dict(), "here"), strict=True)
+    source = C.convert(W.read_state_dict(path), spec["converter"], target.state_dict(), "here")
+    target.load_state_dict(W.convert_state_dict(source, target.state_dict(), "here"), strict=True)
     return target.eval()
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.datalist import Entry, parse_datalist, parse_line
-from stages.errors import DataError
+from oodbench.core.errors import DataError
+from oodbench.data.datalist import Entry, parse_datalist, parse_line
 from tests.faults_catalogue import catalogue
 
 

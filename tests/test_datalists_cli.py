@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages.datalist import parse_datalist
+from oodbench.data.datalist import parse_datalist
 
 
 def oodbench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

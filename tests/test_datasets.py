@@ -10,8 +10,9 @@ import pytest
 import scipy.io
 import yaml
 
-from stages import datasets as D
-from stages.errors import DataError, ParamsError
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.data import classes as C
+from oodbench.data import registry as D
 
 
 def test_registry_entries_are_consistent() -> None:
@@ -66,20 +67,20 @@ def test_params_snippet_parses_and_matches_the_registry() -> None:
 
 
 def test_label_map_maps_and_marks_missing() -> None:
-    m = D.label_map(["b", "a", "z"], ["a", "b", "c"])
+    m = C.label_map(["b", "a", "z"], ["a", "b", "c"])
     assert m.dtype == np.int64 and m.tolist() == [1, 0, -1]
     with pytest.raises(DataError, match="list class 'a' repeated"):
-        D.label_map(["a", "a"], ["a"])
+        C.label_map(["a", "a"], ["a"])
 
 
 def test_imagenet_sorted_wnids_from_timm() -> None:
-    wnids = D.imagenet_sorted_wnids()
+    wnids = C.imagenet_sorted_wnids()
     assert len(wnids) == 1000 and wnids[0] == "n01440764"  # tench first in sorted order
 
 
 def _fake_devkit_order() -> list[str]:
     """A devkit-like permutation with tench at ILSVRC2012_ID 449, as in the real devkit."""
-    wnids = D.imagenet_sorted_wnids()
+    wnids = C.imagenet_sorted_wnids()
     rest = wnids[1:]
     return [*rest[:448], wnids[0], *rest[448:]]
 
@@ -88,9 +89,9 @@ def test_devkit_order_from_text_and_label_map(tmp_path: Path) -> None:
     order = _fake_devkit_order()
     path = tmp_path / "map_clsloc.txt"
     path.write_text("".join(f"{w} {i} name_{i}\n" for i, w in enumerate(order, start=1)))
-    devkit = D.imagenet_devkit_wnids(path)
+    devkit = C.imagenet_devkit_wnids(path)
     assert devkit.index("n01440764") == 448
-    m = D.label_map(devkit, D.imagenet_sorted_wnids())
+    m = C.label_map(devkit, C.imagenet_sorted_wnids())
     assert m[448] == 0 and sorted(m.tolist()) == list(range(1000))
 
 
@@ -100,16 +101,16 @@ def test_devkit_order_from_meta_mat(tmp_path: Path) -> None:
     rows = [(i, w, 0) for i, w in enumerate(order, start=1)] + [(1001, "n00000001", 5)]
     synsets = np.array(rows, dtype=dtype)
     scipy.io.savemat(tmp_path / "meta.mat", {"synsets": synsets})
-    assert D.imagenet_devkit_wnids(tmp_path / "meta.mat") == order
+    assert C.imagenet_devkit_wnids(tmp_path / "meta.mat") == order
 
 
 def test_devkit_errors(tmp_path: Path) -> None:
     bad = tmp_path / "map.txt"
     bad.write_text("n01440764 x\n")
     with pytest.raises(DataError, match="line 1"):
-        D.imagenet_devkit_wnids(bad)
+        C.imagenet_devkit_wnids(bad)
     bad.write_text("n01440764 1\n")
     with pytest.raises(DataError, match=r"1\.\.1000"):
-        D.imagenet_devkit_wnids(bad)
+        C.imagenet_devkit_wnids(bad)
     with pytest.raises(DataError, match="not found"):
-        D.imagenet_devkit_wnids(tmp_path / "missing.mat")
+        C.imagenet_devkit_wnids(tmp_path / "missing.mat")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages import demo, materialize
-from stages.datalist import parse_datalist
-from stages.errors import ParamsError
+from oodbench.core.errors import ParamsError
+from oodbench.data import demo, materialize
+from oodbench.data.datalist import parse_datalist
+from oodbench.formats.manifest import read_manifest
+from tests.conftest import stage_command
 
 SMALL = {
     "seed": 0,
@@ -172,18 +173,17 @@ def test_demo_lists_materialize_cleanly(tmp_path: Path, cached: demo.Sources) ->
     for name in demo.DATASETS:
         out = tmp_path / "manifests" / f"{name}.parquet"
         materialize.run(name, lists / f"{name}.txt", data, out, skip_bad=False)
-        frame, meta = materialize.read_manifest(out)
+        frame, meta = read_manifest(out)
         assert meta["dataset"] == name and (frame["status"] == "ok").all()
 
 
-def test_cli_demo(tmp_path: Path) -> None:
-    exe = Path(sys.executable).parent / "oodbench"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "stages.cli"]
+def test_demo_stage(tmp_path: Path) -> None:
+    cmd = stage_command("demo")
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | {"DVC_NO_ANALYTICS": "1"}
     block = "".join(f"  {k}: {v}\n" for k, v in SMALL.items())
     (tmp_path / "params.yaml").write_text("demo:\n" + block.replace("seed: 0", "seed: -1"))
     bad = subprocess.run(
-        [*cmd, "materialize", "--demo"],
+        cmd,
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -194,7 +194,7 @@ def test_cli_demo(tmp_path: Path) -> None:
     assert bad.stderr == "error: params.yaml: demo.seed must be an integer >= 0, got -1\n"
     (tmp_path / "params.yaml").write_text("demo:\n" + block)
     good = subprocess.run(
-        [*cmd, "materialize", "--demo"],
+        cmd,
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -1,8 +1,7 @@
-"""dvc.yaml lists, for each stage, every project module its command imports.
+"""dvc.yaml is generated from params.yaml and the stages' imports, and stays in sync.
 
-DVC does not follow Python imports, so a module missing from `deps` would let a code
-change leave stale artifacts behind. cli.py (argument dispatch) and errors.py
-(message text) do not change any artifact and are exempt.
+The real `dvc status` proof (a comment appended to every module stales exactly the
+stages whose closure holds it) is tests/test_code_deps.py.
 """
 
 from __future__ import annotations
@@ -13,80 +12,181 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.params import STAGE_MATRIX, STAGE_PARAMS, load_params, read_params_file
+from oodbench.core.params import read_params_file
+from oodbench.pipeline import dvcyaml
+from oodbench.pipeline.closure import closure
 
 ROOT = Path(__file__).resolve().parents[1]
-EXEMPT = {"stages/cli.py", "stages/errors.py", "stages/__init__.py"}
-STAGE_MODULE = {
-    "demo": "stages/demo.py",
-    "materialize": "stages/materialize.py",
-    "extract": "stages/extract.py",
-    "fc": "stages/fc.py",
-    "score": "stages/score.py",
-    "evaluate": "stages/evaluate.py",
-}
 
 
-def module_file(name: str) -> str | None:
-    path = ROOT / Path(*name.split("."))
-    if path.with_suffix(".py").is_file():
-        return str(path.with_suffix(".py").relative_to(ROOT))
-    if (path / "__init__.py").is_file():
-        return str((path / "__init__.py").relative_to(ROOT))
-    return None
+def stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def project_imports(path: str) -> set[str]:
-    """Project modules imported by `path`, transitively (imports inside functions too)."""
-    seen: set[str] = set()
-    todo = [path]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        tree = ast.parse((ROOT / current).read_text())
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            for name in names:
-                if name.split(".")[0] == "stages" and (found := module_file(name)):
-                    todo.append(found)
-    return seen
-
-
-def covered(module: str, deps: list[str]) -> bool:
-    return any(module == dep or module.startswith(dep.rstrip("/") + "/") for dep in deps)
-
-
-@pytest.mark.parametrize("stage", sorted(STAGE_MODULE))
-def test_stage_deps_list_every_imported_module(stage):
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    deps = [d for d in spec["deps"] if d.startswith("stages")]
-    missing = sorted(
-        m for m in project_imports(STAGE_MODULE[stage]) - EXEMPT if not covered(m, deps)
+def test_committed_dvc_yaml_is_what_the_generator_writes():
+    assert (ROOT / "dvc.yaml").read_text() == dvcyaml.generate(root=ROOT), (
+        "dvc.yaml is stale: run `oodbench pipeline`"
     )
-    assert not missing, f"dvc.yaml stage {stage!r} imports but does not list: {missing}"
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_MODULE))
-def test_declared_params_match_what_the_code_reads(stage):
-    """dvc.yaml's params lists equal params.STAGE_PARAMS, which load_params() enforces."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    declared = [str(p).replace("${item.", "{").replace("}", "}") for p in spec["params"]]
-    assert declared == list(STAGE_PARAMS[stage])
-    axes = list(spec.get("matrix", {}))
-    assert axes == list(STAGE_MATRIX.get(stage, ()))
+def imports_by_exec(entry: str) -> set[str]:
+    """An independent oracle: the oodbench files a fresh interpreter has loaded after
+    importing everything `entry` imports at any depth (function bodies included)."""
+    import subprocess
+    import sys
+
+    names: set[str] = set()
+    todo, seen = [ROOT / entry], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("oodbench")
+            ):
+                names.add(node.module)
+                for alias in node.names:
+                    names.add(f"{node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names if a.name.startswith("oodbench")}
+        for name in list(names):
+            for candidate in (
+                (ROOT / Path(*name.split("."))).with_suffix(".py"),
+                ROOT / Path(*name.split(".")) / "__init__.py",
+            ):
+                if candidate.is_file() and candidate not in seen:
+                    todo.append(candidate)
+    code = (
+        "import importlib, sys\n"
+        f"for name in {sorted(names)!r}:\n"
+        "    try: importlib.import_module(name)\n"
+        "    except ImportError: pass\n"
+        "print('\\n'.join(sorted({m.__file__ for m in list(sys.modules.values())"
+        " if getattr(m, '__file__', None) and 'oodbench' in m.__name__})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    loaded = {Path(line).resolve() for line in out.stdout.split()}
+    package = ROOT / "oodbench"
+    return {p.relative_to(ROOT).as_posix() for p in loaded if package in p.parents} | {entry}
 
 
-def test_load_params_under_dvc_returns_only_declared_keys(monkeypatch):
-    params = read_params_file(ROOT / "params.yaml")
-    backbone, method = params["benchmark"]["backbones"][0], "knn_openood"
-    monkeypatch.setenv("DVC_STAGE", f"score@{backbone}-{method}")
-    seen = load_params(ROOT / "params.yaml")
-    assert set(seen) == {"methods", "benchmark"}
-    assert seen["methods"] == {method: params["methods"][method]}
-    assert "backbones" not in seen and "methods" not in seen["benchmark"]
+@pytest.mark.parametrize("kind", ["demo", "check", "materialize", "extract", "fc", "evaluate"])
+def test_code_closure_is_what_the_stage_loads(kind):
+    """The closure equals what Python loads when importing the same modules."""
+    assert set(closure([f"stages/{kind}.py"], ROOT)) == imports_by_exec(f"stages/{kind}.py")
+
+
+def test_each_stage_depends_on_the_digest_of_its_own_code():
+    """One code dependency per stage: the check stage's digest of its closure. A score
+    stage's closure holds its own method's module and none of the others'."""
+    from oodbench.pipeline.resolve import code_spec
+
+    s = stages()
+    assert "build/specs/code/extract.json" in s["extract-lite0-textures"]["deps"]
+    assert "build/specs/code/score-vim.json" in s["score-lite0-vim"]["deps"]
+    # an alias block runs another method's module: react_val is `method: react`
+    assert "build/specs/code/score-react.json" in s["score-lite0-react_val"]["deps"]
+    digest = code_spec(["stages/score.py", "oodbench/methods/vim.py"], ROOT)
+    methods = {f for f in digest["files"] if f.startswith("oodbench/methods/")}
+    assert methods == {
+        "oodbench/methods/__init__.py",
+        "oodbench/methods/base.py",
+        "oodbench/methods/vim.py",
+        "oodbench/methods/shared/__init__.py",
+        "oodbench/methods/shared/subspace.py",
+    }
+    assert set(digest["files"]) == set(closure(digest["entries"], ROOT))
+    # a method that never reads ID train does not depend on its features
+    assert "features/lite0/digits_id_train" not in s["score-lite0-msp"]["deps"]
+    assert "features/lite0/digits_id_train" in s["score-lite0-knn"]["deps"]
+
+
+def test_only_the_check_and_demo_stages_read_params():
+    """Every other stage reads its resolved spec (build/specs/...), which the check stage
+    writes from the whole params.yaml, so a key added or removed is a change too."""
+    s = stages()
+    assert s["check"]["params"] == [{"params.yaml": None}]
+    assert s["demo"]["params"] == ["demo"]
+    for name, stage in s.items():
+        if name not in ("check", "demo"):
+            assert "params" not in stage, name
+            assert any(d.startswith("build/specs/") for d in stage["deps"]), name
+    outs = {next(iter(o)) for o in s["check"]["outs"]}
+    needed = {d for st in s.values() for d in st["deps"] if d.startswith("build/specs/")}
+    assert needed == outs
+
+
+def test_specs_hold_only_what_changes_the_numbers():
+    """A speed-only setting, a backbone's classifier keys for extraction, and a default
+    written out explicitly leave the specs as they were; a value that counts changes the
+    one spec that holds it, whether it is added or removed."""
+    from oodbench.pipeline.benchmark import Benchmark
+    from oodbench.pipeline.resolve import resolve
+
+    def specs(p):
+        return resolve(p, Benchmark.of(p), ROOT)
+
+    base = specs(read_params_file(ROOT / "params.yaml"))
+    edited = read_params_file(ROOT / "params.yaml")
+    edited["extract"]["num_workers"] = 7
+    edited["extract"]["nproc_per_node"] = 3
+    edited["backbones"]["lite0"]["fc"] = "probe"  # as before, written again
+    edited["methods"]["msp"] = {"temperature": 1}  # the default, as an int
+    del edited["backbones"]["lite0"]["preprocess"]  # timm is the default
+    assert specs(edited) == base
+    model = Path("build/specs/backbones/lite0.model.json")
+    assert "fc" not in base[model] and "num_workers" not in base[Path("build/specs/extract.json")]
+    edited["backbones"]["lite0"]["groups"] = "configs/g.txt"
+    changed = {k for k, v in specs(edited).items() if v != base[k]}
+    assert changed == {Path("build/specs/backbones/lite0.fc.json")}
+    edited["backbones"]["lite0"]["preprocess"] = "reference"
+    assert specs(edited)[model]["preprocess"] == "reference"
+
+
+def test_generated_stages_follow_a_users_own_benchmark(tmp_path):
+    """Files named by backbones.<bb> are deps of exactly the stages that read them, the
+    demo stage is left out of a benchmark without demo sets, and a CLIP backbone's fc
+    depends on its checkpoint while a probe's does not."""
+    for code in ("stages", "oodbench"):
+        (tmp_path / code).symlink_to(ROOT / code)
+    (tmp_path / "datalists").mkdir()
+    (tmp_path / "datalists" / "shapes_train.classes.txt").write_text("circle\nsquare\n")
+    params = {
+        "benchmark": {
+            "backbones": ["r18", "clip"],
+            "methods": ["msp"],
+            "id_train": "shapes_train",
+            "id_val": "shapes_val",
+            "ood": ["noise"],
+        },
+        "datasets": {n: {"root": "data/shapes"} for n in ("shapes_train", "shapes_val", "noise")},
+        "backbones": {
+            "r18": {"timm": "resnet18", "checkpoint": "checkpoints/r18/w.pth", "fc": "head"},
+            "clip": {
+                "clip": "ViT-B-32",
+                "checkpoint": "checkpoints/clip/open_clip.safetensors",
+                "fc": "plp",
+                "classes": "configs/shapes.txt",
+            },
+        },
+        "methods": {"msp": {}},
+        "demo": {"seed": 0},
+    }
+    s = dvcyaml.build(params, tmp_path)
+    assert "demo" not in s
+    assert s["materialize-shapes_train"]["deps"][:3] == [
+        "build/specs/datasets/shapes_train.json",
+        "datalists/shapes_train.txt",
+        "datalists/shapes_train.classes.txt",
+    ]
+    assert "datalists/shapes_val.classes.txt" not in s["materialize-shapes_val"]["deps"]
+    assert "checkpoints/r18/w.pth" in s["extract-r18-noise"]["deps"]
+    assert "checkpoints/r18/w.pth" in s["fc-r18"]["deps"]
+    assert "configs/shapes.txt" in s["fc-clip"]["deps"]
+    assert "checkpoints/clip/open_clip.safetensors" in s["fc-clip"]["deps"]
+    assert "configs/shapes.txt" not in s["extract-clip-noise"]["deps"]
+    assert "checkpoints/r18/w.pth" in s["fc-r18"]["deps"]  # a head is read from the model

@@ -14,10 +14,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from stages import extract as E
-from stages.backbones import load_backbone, model_head
-from stages.errors import DataError, ParamsError
-from stages.store import load_features, read_feature_info
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.features import load_features, read_feature_info
+from oodbench.formats.specs import extract_spec, model_spec, write_spec
+from oodbench.models import extract as E
+from oodbench.models.backbones import load_backbone, model_head
+from oodbench.models.settings import ExtractSettings
+from oodbench.pipeline import resolve
+from tests.conftest import stage_command
 from tests.faults_catalogue import catalogue
 
 TINY = "test_efficientnet"  # 0.36M parameters, 160 px input: a real EfficientNet, fast on CPU
@@ -177,7 +181,7 @@ def test_ranks_split_shards_and_rank0_publishes(dataset, spec, tmp_path) -> None
             "out": str(out),
         }
     )
-    code = "import json, sys; from stages import extract as E; E.run(**json.loads(sys.argv[1]))"
+    code = "import json, sys; from oodbench.models import extract as E; E.run(**json.loads(sys.argv[1]))"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, args],
@@ -197,7 +201,7 @@ def test_ranks_split_shards_and_rank0_publishes(dataset, spec, tmp_path) -> None
 
 @pytest.mark.slow
 def test_torchrun_two_gloo_ranks_equal_one_process(dataset, spec, tmp_path) -> None:
-    """`extract.nproc_per_node: 2` makes `oodbench extract` run itself under `torchrun
+    """`extract.nproc_per_node: 2` makes the extract stage run itself under `torchrun
     --standalone` (on CPU: gloo); the two ranks meet at a barrier, rank 0 publishes, and
     the features equal a single process's bit for bit. torchrun gives each rank one
     OpenMP thread and CPU kernels sum in a thread-count dependent order, so the
@@ -220,7 +224,10 @@ def test_torchrun_two_gloo_ranks_equal_one_process(dataset, spec, tmp_path) -> N
         settings = {**SETTINGS, "nproc_per_node": nproc}
         params = {"backbones": {"tiny": spec}, "extract": settings}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        command = ["oodbench", "extract", "--backbone", "tiny", "--dataset", "mixed"]
+        # what the check stage resolves; nproc_per_node stays in params.yaml only
+        write_spec(tmp_path / model_spec("tiny"), resolve.model_spec(params, "tiny"))
+        write_spec(tmp_path / extract_spec(), resolve.extract_spec(params))
+        command = stage_command("extract", "--backbone", "tiny", "--dataset", "mixed")
         proc = subprocess.run(
             command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
         )
@@ -306,7 +313,7 @@ def test_unreadable_image_names_the_file(dataset, spec, tmp_path) -> None:
 )
 def test_settings_errors_name_the_key(settings: dict, match: str) -> None:
     with pytest.raises(ParamsError, match=match):
-        E.Settings.from_params({**SETTINGS, **settings})
+        ExtractSettings.from_params({**SETTINGS, **settings})
 
 
 def test_head_check_rejects_a_nonlinear_head(spec) -> None:
@@ -346,7 +353,7 @@ def test_torchvision_jpeg_pixels_match_pil(dataset, spec, preprocess: str) -> No
     """The torchvision path (decode_jpeg + tensor resize/crop) gives the PIL transform's
     geometry and, up to antialiasing rounding, its pixels: same shape, mean difference
     under 0.05 grey levels, none above 3."""
-    from stages.decode import JpegPixels, read_jpeg
+    from oodbench.models.decode import JpegPixels, read_jpeg
 
     root, _ = dataset
     bb = load_backbone("tiny", {**spec, "preprocess": preprocess})
@@ -382,7 +389,7 @@ def test_torchvision_decoder_extracts_like_pil(dataset, spec, tmp_path) -> None:
 
 
 def test_torchvision_decoder_refuses_configs_it_cannot_reproduce() -> None:
-    from stages.decode import JpegPixels
+    from oodbench.models.decode import JpegPixels
 
     config = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.9}
     with pytest.raises(ParamsError, match=r"extract\.decoder: torchvision does the centre crop"):

@@ -12,13 +12,18 @@ import pytest
 import timm
 from PIL import Image
 
-from stages import evaluate, store
-from stages.backbones import build_transform
-from stages.errors import DataError
-from stages.extract import ImageFiles
-from stages.materialize import decode_status
-from stages.score import _score, check_finite
-from stages.store import FeatureSet, Linear, check_labels, load_fc, load_features, save_fc
+from oodbench.core.errors import DataError
+from oodbench.data.materialize import decode_status
+from oodbench.formats import features as store
+from oodbench.formats.classifier import Linear, load_fc, save_fc
+from oodbench.formats.features import FeatureSet, load_features
+from oodbench.heads.labels import check_labels
+from oodbench.methods import create
+from oodbench.models.extract import ImageFiles
+from oodbench.models.transforms import build_transform
+from oodbench.results import evaluate
+from oodbench.results.fitdata import check_finite
+from oodbench.results.scoring import score_set
 from tests.conftest import feature_dir
 from tests.faults_catalogue import catalogue
 
@@ -100,16 +105,12 @@ def test_nan_features_are_refused() -> None:
     "score refuses naming the method, dataset and rows; an fc file with NaN is refused on load",
 )
 def test_nan_logits_and_fc_are_refused(tmp_path: Path) -> None:
-    class Echo:
-        name = "echo"
-
-        def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-            return logits.max(axis=1)
-
-    fs = FeatureSet("near", np.ones((3, 4), np.float32), np.zeros(3, np.int64), np.arange(3))
-    logits = np.array([[1.0], [np.nan], [2.0]], np.float32)
-    with pytest.raises(DataError, match=r"'echo' produced 1 NaN/Inf scores on dataset 'near'"):
-        _score(Echo(), fs, lambda _: logits)
+    features = np.ones((3, 4), np.float32)
+    features[1, 2] = np.inf  # inf * 0 weight: a NaN logit in row 1
+    fs = FeatureSet("near", features, np.zeros(3, np.int64), np.arange(3))
+    fc = Linear(np.eye(2, 4, dtype=np.float32), np.zeros(2, np.float32), ["a", "b"])
+    with pytest.raises(DataError, match=r"maxlogit produced 1 NaN/Inf scores on dataset 'near'"):
+        score_set(create("maxlogit"), fs, fc)
     bad = linear()
     bad.weight[0, 0] = np.nan
     save_fc(tmp_path / "fc.safetensors", bad)
@@ -190,7 +191,7 @@ def test_disk_full_keeps_old_artifacts(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(DataError, match=r"fc\.safetensors: no space left on device"):
         save_fc(tmp_path / "fc.safetensors", linear(3, 4))
     monkeypatch.setattr(shutil, "copyfile", full)
-    from stages.atomic import atomic_dir
+    from oodbench.formats.atomic import atomic_dir
 
     with pytest.raises(DataError, match=r"val: no space left"), atomic_dir(d) as tmp:
         shutil.copyfile(d / "info.json", tmp / "info.json")

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.backbones import read_state_dict
-from stages.errors import ParamsError
-from stages.store import load_fc, load_features
+from oodbench.core.errors import ParamsError
+from oodbench.formats.classifier import load_fc
+from oodbench.formats.features import load_features
+from oodbench.models.weights import read_state_dict
 from tests.faults_catalogue import catalogue
 
 
@@ -29,7 +30,7 @@ class Exploit:
 
 
 def oodbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = "from stages.cli import main; main()"
+    code = "from oodbench.cli.app import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True
     )

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.store import load_scores
-from tests.conftest import run
+from oodbench.formats.scores import load_scores
+from tests.conftest import run, stage_command
 from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,7 @@ def ws(demo_workspace: Path, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("faults") / "ws"
     shutil.copytree(demo_workspace, dest, ignore=shutil.ignore_patterns(".git", ".dvc"))
     edit(dest, lambda p: p.update(extract=dict(SMALL_SHARDS)))
+    run(stage_command("check"), dest)  # the stages read the specs it resolves
     return dest
 
 
@@ -61,39 +62,25 @@ def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> N
 
 @catalogue(
     "params",
-    "a hyperparameter has the wrong type, `benchmark.ood` is empty, or `benchmark.id_train` is missing for a method that fits on it",
-    "one `error:` line naming the key (score and evaluate), exit 2, no file touched",
+    "a hyperparameter has the wrong type, `benchmark.ood` is empty, or `benchmark.id_train` is missing",
+    "the check stage (before any other) stops with one `error:` line naming the key, exit 2, no file touched",
 )
 @pytest.mark.parametrize(
-    ("change", "command", "needles"),
+    ("change", "needles"),
     [
         (
             lambda p: p["methods"]["energy"].update(temperature="hot"),
-            ["score", "--backbone", "lite0", "--method", "energy"],
             ["methods.energy.temperature", "'hot'"],
         ),
-        (
-            lambda p: p["benchmark"].update(ood=[]),
-            ["score", "--backbone", "lite0", "--method", "msp"],
-            ["benchmark.ood is empty"],
-        ),
-        (
-            lambda p: p["benchmark"].update(ood=[]),
-            ["evaluate", "--backbone", "lite0"],
-            ["benchmark.ood is empty"],
-        ),
-        (
-            lambda p: p["benchmark"].pop("id_train"),
-            ["score", "--backbone", "lite0", "--method", "mahalanobis"],
-            ["benchmark.id_train"],
-        ),
+        (lambda p: p["benchmark"].update(ood=[]), ["benchmark.ood is empty"]),
+        (lambda p: p["benchmark"].pop("id_train"), ["benchmark.id_train"]),
     ],
 )
-def test_bad_params_one_line(ws: Path, change, command: list[str], needles: list[str]) -> None:
+def test_bad_params_one_line(ws: Path, change, needles: list[str]) -> None:
     before = snapshot(ws)
     original = edit(ws, change)
     try:
-        one_error_line(run(["oodbench", *command], ws, check=False), *needles)
+        one_error_line(run(stage_command("check"), ws, check=False), *needles)
     finally:
         (ws / "params.yaml").write_text(original)
     assert snapshot(ws) == before
@@ -109,27 +96,33 @@ def test_skipped_images_reach_metrics(ws: Path) -> None:
     old = manifest.read_bytes()
     datalist = ws / "datalists/photos.txt"
     datalist.write_text(datalist.read_text() + "photos/gone.jpg -1\n")
-    result = run(["oodbench", "materialize", "--dataset", "photos"], ws, check=False)
+    result = run(stage_command("materialize", "--dataset", "photos"), ws, check=False)
     assert result.returncode == 2 and "line 17: photos/gone.jpg: missing" in result.stderr
     assert manifest.read_bytes() == old
-    run(["oodbench", "materialize", "--dataset", "photos", "--skip-bad"], ws)
-    run(["oodbench", "extract", "--backbone", "lite0", "--dataset", "photos"], ws)
+    original = edit(ws, lambda p: p["datasets"]["photos"].update(skip_bad=True))
+    try:
+        run(stage_command("check"), ws)
+        run(stage_command("materialize", "--dataset", "photos"), ws)
+    finally:
+        (ws / "params.yaml").write_text(original)
+        run(stage_command("check"), ws)
+    run(stage_command("extract", "--backbone", "lite0", "--dataset", "photos"), ws)
     for method in yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["methods"]:
-        run(["oodbench", "score", "--backbone", "lite0", "--method", method], ws)
-    run(["oodbench", "evaluate", "--backbone", "lite0"], ws)
+        run(stage_command("score", "--backbone", "lite0", "--method", method), ws)
+    run(stage_command("evaluate", "--backbone", "lite0"), ws)
     metrics = json.loads((ws / "metrics/lite0.json").read_text())
     assert metrics["ood"]["photos"] == {"n": 16, "n_skipped": 1}
     assert metrics["ood"]["textures"]["n_skipped"] == 0 and metrics["id"]["n_skipped"] == 0
 
 
 def start(ws: Path, *args: str) -> subprocess.Popen[str]:
-    """`oodbench ...` in its own process group, so signals reach it and nothing else.
+    """A stage script in its own process group, so signals reach it and nothing else.
 
     SIGINT is reset to its default first: a shell's background job (`make test &`) starts
     with SIGINT ignored, children inherit that, and Python would then never raise
     KeyboardInterrupt; a user's Ctrl-C always arrives with the default disposition."""
     return subprocess.Popen(
-        ["oodbench", *args],
+        stage_command(*args),
         cwd=ws,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -146,7 +139,7 @@ def shard_bytes(directory: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(ws: Path) -> dict[str, bytes]:
     """Shards of one uninterrupted extraction with the small-shard settings."""
-    run(["oodbench", "extract", "--backbone", "lite0", "--dataset", DS], ws)
+    run(stage_command("extract", "--backbone", "lite0", "--dataset", DS), ws)
     shards = shard_bytes(ws / "features/lite0" / DS)
     assert len(shards) == 10  # features and logits of five shards
     return shards
@@ -158,7 +151,7 @@ def work_dir(ws: Path) -> Path:
 
 def finish(ws: Path, reference: dict[str, bytes]) -> str:
     """Rerun to completion: shards bit-identical, no work folder or temp file left."""
-    result = run(["oodbench", "extract", "--backbone", "lite0", "--dataset", DS], ws)
+    result = run(stage_command("extract", "--backbone", "lite0", "--dataset", DS), ws)
     out = ws / "features/lite0" / DS
     assert shard_bytes(out) == reference
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -224,6 +217,6 @@ def test_sigint_during_scoring(ws: Path) -> None:
         assert scores.keys() == original.keys()
         assert all((scores[k] == original[k]).all() for k in original)
         assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
-    run(["oodbench", "score", "--backbone", "lite0", "--method", "react"], ws)
+    run(stage_command("score", "--backbone", "lite0", "--method", "react"), ws)
     again = load_scores(path)
     assert all((again[k] == original[k]).all() for k in original)

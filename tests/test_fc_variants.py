@@ -3,15 +3,22 @@ class prediction against a loop transcription of the reference's calc_group_soft
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from stages import fc as F
-from stages.errors import DataError
-from stages.heads import CLIP_PROJECTION, CLIP_TEXT, GROUP_OF_CLASS, accuracy, predict_classes
-from stages.methods import FitData, create
-from stages.probe import ProbeConfig
-from stages.store import FeatureSet, Linear, load_fc, save_fc
+from oodbench.core.errors import DataError
+from oodbench.formats.classifier import Linear, load_fc, save_fc
+from oodbench.formats.features import FeatureSet
+from oodbench.formats.specs import fc_spec, write_spec
+from oodbench.heads import export as F
+from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT
+from oodbench.heads.groups import GROUP_OF_CLASS
+from oodbench.heads.labels import accuracy, predict_classes
+from oodbench.heads.probe import ProbeConfig
+from oodbench.methods import FitData, create
+from oodbench.pipeline import resolve
 
 FAST = ProbeConfig(epochs=40, lr=0.05, batch_size=32)
 
@@ -71,8 +78,7 @@ def test_mos_head_trains_classifies_and_scores(tmp_path) -> None:
     train = FeatureSet("id_train", feats.astype(np.float32), labels, np.arange(len(labels)))
     groups_file = tmp_path / "groups.txt"
     groups_file.write_text("0 1\n1 0\n2 1\n3 0\n4 1\n")  # class group, interleaved
-    cfg = {"classes": None, "groups": str(groups_file)}
-    fc = F.fit_mos(train, cfg, FAST, "bb")
+    fc = F.fit_mos(train, None, str(groups_file), FAST, "bb")
     assert fc.weight.shape == (7, 8) and fc.class_names[0] == "others_0"
     assert fc.class_names[1:3] == ["1", "3"] and fc.class_names[3] == "others_1"
     save_fc(tmp_path / "fc.safetensors", fc, {"source": "mos"})
@@ -88,7 +94,8 @@ def test_mos_head_trains_classifies_and_scores(tmp_path) -> None:
 
 
 def test_fc_stage_writes_a_mos_head_from_a_preset_block(tmp_path, monkeypatch) -> None:
-    """main(): preset defaults + fc: mos + groups file -> fc.safetensors with group ids."""
+    """The fc stage: preset defaults + fc: mos + groups file, resolved by the check stage's
+    resolver -> fc.safetensors with group ids."""
     feats, labels = _clusters(20, 4 * np.eye(4, 8), seed=6)
     train = FeatureSet("tr", feats.astype(np.float32), labels, np.arange(len(labels)))
     (tmp_path / "g.yaml").write_text("[[0, 1], [2, 3]]\n")
@@ -100,9 +107,11 @@ def test_fc_stage_writes_a_mos_head_from_a_preset_block(tmp_path, monkeypatch) -
         "probe": {"epochs": 40, "lr": 0.05, "batch_size": 32},
     }
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(F.P, "load_params", lambda: params)
+    bench = SimpleNamespace(id_train="tr")
+    model = resolve.model_spec(params, "mae")
+    write_spec(fc_spec("mae"), resolve.fc_spec(params, bench, "mae", model))
     monkeypatch.setattr(F, "load_features", lambda *a, **k: train)
-    F.main("mae")
+    F.export_classifier("mae")
     fc = load_fc(tmp_path / "features/mae/fc.safetensors")
     assert fc.weight.shape == (6, 8) and accuracy(fc, train) == (1.0, len(labels))
     np.testing.assert_array_equal(fc.extras[GROUP_OF_CLASS], [0, 0, 1, 1])
@@ -115,7 +124,7 @@ def test_fc_file_bytes_are_the_same_in_every_process(tmp_path) -> None:
     import sys
 
     code = (
-        "import sys, numpy as np; from stages.store import Linear, save_fc; "
+        "import sys, numpy as np; from oodbench.formats.classifier import Linear, save_fc; "
         "fc = Linear(np.eye(3, 4, dtype=np.float32), np.zeros(3, np.float32), list('abc'), "
         "extras={'group_of_class': np.array([0, 1, 1])}, class_ids=list('xyz')); "
         "save_fc(sys.argv[1], fc, {'source': 'probe', 'train': 't', 'probe': 'p'})"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stages import materialize
-from stages.errors import DataError
+from oodbench.core.errors import DataError
+from oodbench.data import materialize
+from oodbench.formats.manifest import read_manifest
+from oodbench.formats.specs import dataset_spec, read_spec, write_spec
+from tests.conftest import stage_command
 from tests.faults_catalogue import catalogue
 
 
@@ -66,7 +68,7 @@ def test_good_list_writes_manifest(tree: Path, tmp_path: Path) -> None:
     lst.write_text("# demo\n" + GOOD, encoding="utf-8")
     out = tmp_path / "m" / "good.parquet"
     materialize.run("good", lst, tree, out, skip_bad=False)
-    frame, meta = materialize.read_manifest(out)
+    frame, meta = read_manifest(out)
     assert meta == {"dataset": "good", "root": tree.as_posix()}
     assert list(frame.columns) == ["index", "path", "label", "size", "status"]
     assert frame["index"].tolist() == [0, 1, 2, 3]
@@ -119,7 +121,7 @@ def test_skip_bad_records_statuses(tree: Path, tmp_path: Path) -> None:
     lst.write_text(GOOD + BAD, encoding="utf-8")
     out = tmp_path / "mixed.parquet"
     materialize.run("mixed", lst, tree, out, skip_bad=True)
-    frame, _ = materialize.read_manifest(out)
+    frame, _ = read_manifest(out)
     status = dict(zip(frame["path"], frame["status"], strict=True))
     assert [status[p] for p in ("good/a.png", "good/café au lait.png")] == ["ok", "ok"]
     assert status["bad/zero.png"] == "empty file"
@@ -211,23 +213,22 @@ def test_failure_keeps_previous_manifest(tree: Path, tmp_path: Path) -> None:
 )
 def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"x\.parquet: manifest missing; run `dvc repro`"):
-        materialize.read_manifest(tmp_path / "x.parquet")
+        read_manifest(tmp_path / "x.parquet")
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet")
     with pytest.raises(DataError, match="unreadable manifest"):
-        materialize.read_manifest(junk)
+        read_manifest(junk)
     other = tmp_path / "other.parquet"
     pd.DataFrame({"index": [0], "path": ["a"]}).to_parquet(other)
     with pytest.raises(DataError, match="missing columns label, size, status"):
-        materialize.read_manifest(other)
+        read_manifest(other)
 
 
-def _oodbench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "oodbench"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "stages.cli"]
+def _stage(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = stage_command(*args)
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | {"DVC_NO_ANALYTICS": "1"}
     return subprocess.run(
-        [*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -240,11 +241,18 @@ def project(tree: Path, tmp_path: Path) -> Path:
     )
     (proj / "datalists" / "good.txt").write_text(GOOD, encoding="utf-8")
     (proj / "datalists" / "mixed.txt").write_text(GOOD + BAD, encoding="utf-8")
+    for name in ("good", "mixed", "nolist"):  # what the check stage writes from params
+        dataset_spec_file(proj, name, tree, skip_bad=False)
     return proj
 
 
+def dataset_spec_file(proj: Path, name: str, root: Path, skip_bad: bool) -> None:
+    spec = {"dataset": name, "root": str(root), "skip_bad": skip_bad, "classes_file": None}
+    write_spec(proj / dataset_spec(name), spec)
+
+
 def test_cli_missing_datalist_one_line_exit_2(project: Path) -> None:
-    result = _oodbench(project, "materialize", "--dataset", "nolist")
+    result = _stage(project, "materialize", "--dataset", "nolist")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: datalists/nolist.txt: datalist not found")
@@ -253,18 +261,24 @@ def test_cli_missing_datalist_one_line_exit_2(project: Path) -> None:
 
 
 def test_cli_bad_images_exit_2_without_output(project: Path) -> None:
-    result = _oodbench(project, "materialize", "--dataset", "mixed")
+    result = _stage(project, "materialize", "--dataset", "mixed")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: datalists/mixed.txt: 6 of 10 images")
     assert not (project / "data" / "manifests" / "mixed.parquet").exists()
-    ok = _oodbench(project, "materialize", "--dataset", "mixed", "--skip-bad")
+    dataset_spec_file(
+        project,
+        "mixed",
+        Path(read_spec(project / dataset_spec("mixed"), "datasets.mixed")["root"]),
+        True,
+    )
+    ok = _stage(project, "materialize", "--dataset", "mixed")
     assert ok.returncode == 0, ok.stderr
-    frame, meta = materialize.read_manifest(project / "data" / "manifests" / "mixed.parquet")
+    frame, meta = read_manifest(project / "data" / "manifests" / "mixed.parquet")
     assert meta["dataset"] == "mixed" and (frame["status"] == "ok").sum() == 4
 
 
 def test_cli_good_dataset(project: Path) -> None:
-    result = _oodbench(project, "materialize", "--dataset", "good")
+    result = _stage(project, "materialize", "--dataset", "good")
     assert result.returncode == 0, result.stderr
-    frame, _ = materialize.read_manifest(project / "data" / "manifests" / "good.parquet")
+    frame, _ = read_manifest(project / "data" / "manifests" / "good.parquet")
     assert len(frame) == 4

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages.errors import ParamsError
-from stages.methods import create
-from stages.methods.gradnorm import gradnorm
-from stages.store import Linear
+from oodbench.core.errors import ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.methods import create
+from oodbench.methods.gradnorm import gradnorm
 
 
 def _reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, dtype: torch.dtype, t: float = 1.0):

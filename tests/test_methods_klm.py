@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
 
 D, C = 12, 6
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from stages.errors import ParamsError
-from stages.methods import FitData, create
-from stages.methods import knn as knn_module
-from stages.metrics import all_metrics
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
+from oodbench.methods.shared import neighbours as knn_module
+from oodbench.results.metrics import all_metrics
 
 D, C = 16, 5
 

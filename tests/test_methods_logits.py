@@ -16,9 +16,10 @@ import math
 import numpy as np
 import pytest
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
 
 RTOL64, RTOL32 = 1e-10, 1e-5
 
@@ -206,7 +207,7 @@ def test_react_checks_each_field_against_its_source():
 def test_validation_errors_name_the_params_key_of_an_aliased_block():
     """`react_val: {method: react, ...}`: the error names methods.react_val, the key the
     user wrote, not the registered method's name."""
-    from stages.methods import from_params
+    from oodbench.methods import from_params
 
     with pytest.raises(ParamsError, match=r"^methods\.react_val\.quantile: not read"):
         from_params("react_val", {"method": "react", "source": "val", "quantile": 0.9})
@@ -217,7 +218,7 @@ def test_validation_errors_name_the_params_key_of_an_aliased_block():
 def test_score_time_errors_name_the_params_key_of_an_aliased_block():
     """A check that can only run on the data (ASH's percentile against the feature
     dimension) names the block's own key too, not the registered method's."""
-    from stages.methods import from_params
+    from oodbench.methods import from_params
 
     ash = from_params("ash_strict", {"method": "ash", "percentile": 99})
     ash.fit(FitData(fc=_fc()))

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.linalg import pinvh
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
 from tests.faults_catalogue import catalogue
 
 
@@ -142,7 +143,7 @@ def test_single_sample_and_ties() -> None:
 
 
 def test_blocks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages.methods import mahalanobis
+    from oodbench.methods.shared import gaussians as mahalanobis
 
     data = _data(30, 10, 4, seed=12)
     test = np.random.default_rng(13).normal(size=(50, 10)).astype(np.float32)

@@ -7,19 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create
-from stages.methods.mos import (
-    IMAGENET_GROUP_SIZES,
-    class_columns,
-    group_head_loss,
-    group_slices,
-    group_targets,
-    load_group_config,
-    mos_score,
-    train_group_head,
-)
-from stages.store import Linear
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.heads.groups import class_columns, group_slices, group_targets, load_group_config
+from oodbench.heads.mos_head import group_head_loss, train_group_head
+from oodbench.methods import FitData, create
+from oodbench.methods.mos import IMAGENET_GROUP_SIZES, mos_score
 
 RTOL64, RTOL32 = 1e-12, 1e-5
 
@@ -53,7 +46,7 @@ def test_mos_score_matches_loop(dtype, rtol, sizes):
 
 def test_mos_group_sizes_come_from_the_group_head():
     """Unset group_sizes: the fc stage's class -> group table decides, else ImageNet's."""
-    from stages.heads import GROUP_OF_CLASS
+    from oodbench.heads.groups import GROUP_OF_CLASS
 
     fc = _dummy_fc(9)
     fc.extras = {GROUP_OF_CLASS: np.array([1, 0, 1, 2, 0, 1])}

@@ -13,10 +13,11 @@ import math
 import numpy as np
 import pytest
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create
-from stages.methods.shaping import kept_count, topk_mask
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
+from oodbench.methods.shared.shaping import kept_count, topk_mask
 
 RTOL = 1e-5
 D, C = 32, 10

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from stages.errors import ParamsError
-from stages.methods import FitData, create
-from stages.methods import vim as vim_module
-from stages.store import FeatureSet, Linear
+from oodbench.core.errors import ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create
+from oodbench.methods.shared import subspace as vim_module
 
 D, C, N = 32, 10, 600
 

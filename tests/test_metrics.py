@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages import metrics as M
-from stages.errors import DataError
+from oodbench.core.errors import DataError
+from oodbench.results import metrics as M
 from tests.faults_catalogue import catalogue
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.errors import ParamsError
-from stages.params import read_params_file
+from oodbench.core.errors import ParamsError
+from oodbench.core.params import read_params_file
 from tests.conftest import ROOT, run
 
 BASE = {

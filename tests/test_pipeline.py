@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.metrics import METRIC_NAMES
+from oodbench.results.metrics import METRIC_NAMES
 from tests.conftest import run
 
 pytestmark = pytest.mark.slow
@@ -47,10 +47,12 @@ def test_method_param_change_reruns_only_its_score_and_evaluate(demo_workspace):
         params = yaml.safe_load(original)
         params["methods"]["energy"]["temperature"] = 2.0
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        assert stale_stages(demo_workspace) == {"score@lite0-energy"}
+        # only the check stage reads params.yaml; it rewrites the one spec that changed
+        # (build/specs/methods/energy.json), so the energy stages rerun and nothing else
+        assert stale_stages(demo_workspace) == {"check"}
         out = run(["dvc", "repro"], demo_workspace).stdout
         ran = set(re.findall(r"Running stage '([^']+)'", out))
-        assert ran == {"score@lite0-energy", "evaluate@lite0"}
+        assert ran == {"check", "score-lite0-energy", "evaluate-lite0"}
     finally:
         params_path.write_text(original)
         run(["dvc", "repro"], demo_workspace)
@@ -61,7 +63,8 @@ def test_scores_match_a_direct_computation(demo_workspace):
     import pandas as pd
     from scipy.special import logsumexp
 
-    from stages.store import load_fc, load_features
+    from oodbench.formats.classifier import load_fc
+    from oodbench.formats.features import load_features
 
     features = load_features(demo_workspace / "features" / "lite0" / "textures")
     fc = load_fc(demo_workspace / "features" / "lite0" / "fc.safetensors")
@@ -84,40 +87,30 @@ def ran_stages(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-def test_backbone_files_are_dependencies_of_the_stages_that_read_them(demo_workspace):
-    """checkpoints/<bb>/ is a dep of that backbone's extract and fc only; configs/ of fc."""
-    weights = demo_workspace / "checkpoints" / "lite0" / "weights.pth"
-    groups = demo_workspace / "configs" / "groups.yaml"
-    try:
-        weights.write_bytes(b"weights v1")
-        extract = {f"extract@lite0-{name}" for name in DATASETS}
-        assert stale_stages(demo_workspace) == extract | {"fc@lite0"}
-        weights.unlink()
-        assert stale_stages(demo_workspace) == set()
-        groups.write_text("[[0, 1, 2], [3, 4, 5]]\n")
-        assert stale_stages(demo_workspace) == {"fc@lite0"}
-    finally:
-        weights.unlink(missing_ok=True)
-        groups.unlink(missing_ok=True)
-    assert stale_stages(demo_workspace) == set()
-
-
 def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_workspace):
     """datalists/digits_id_val.classes.txt swaps the names of labels 0 and 1: the probe's
     class "1" is list label 0. Materialize records the names, score and evaluate rerun,
     extraction and the probe do not, and accuracy equals a loop mapping by name."""
-    from stages.store import load_fc, load_features
+    from oodbench.formats.classifier import load_fc
+    from oodbench.formats.features import load_features
 
     names = ["1", "0", "2", "3", "4", "5"]
     classes = demo_workspace / "datalists" / "digits_id_val.classes.txt"
     classes.write_text("\n".join(names) + "\n")
     try:
+        # a new classes file is a new dependency: without `oodbench pipeline` the check
+        # stage stops the run, naming the stage whose dependencies changed
+        stopped = run(["dvc", "repro"], demo_workspace, check=False)
+        assert stopped.returncode != 0
+        assert "dvc.yaml: out of date" in stopped.stderr + stopped.stdout
+        assert "materialize-digits_id_val" in stopped.stderr + stopped.stdout
+        run(["oodbench", "pipeline"], demo_workspace)
         ran = ran_stages(run(["dvc", "repro"], demo_workspace).stdout)
         methods = ("msp", "energy", "react", "maxlogit")
         assert ran == (
-            {f"materialize@{name}" for name in DATASETS}
-            | {f"score@lite0-{m}" for m in methods}
-            | {"evaluate@lite0"}
+            {"check", "materialize-digits_id_val"}
+            | {f"score-lite0-{m}" for m in methods}
+            | {"evaluate-lite0"}
         )
         report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
         features = demo_workspace / "features" / "lite0"
@@ -131,6 +124,7 @@ def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_wor
         assert report["id"]["accuracy_n"] == len(val)
     finally:
         classes.unlink()
+        run(["oodbench", "pipeline"], demo_workspace)
         run(["dvc", "repro"], demo_workspace)
     report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
     assert "accuracy_n" not in report["id"]

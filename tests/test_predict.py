@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages.errors import ParamsError
-from stages.predict import MethodVerdict, Prediction, choose_detectors, render
+from oodbench.core.errors import ParamsError
+from oodbench.results.predict import MethodVerdict, Prediction, choose_detectors, render
 from tests.conftest import run
 
 PARAMS = {

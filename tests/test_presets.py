@@ -11,10 +11,11 @@ import timm
 import torch
 from PIL import Image
 
-from stages import backbones as B
-from stages import presets
-from stages.errors import ParamsError
-from stages.extract import check_head
+from oodbench.core.errors import ParamsError
+from oodbench.models import backbones as B
+from oodbench.models import presets
+from oodbench.models import transforms as T
+from oodbench.models.extract import check_head
 
 VIT = {"img_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 2}
 #: the same timm constructor with fewer/smaller layers and a small input, so CPU tests are fast
@@ -100,7 +101,7 @@ def test_full_size_vit_preset_keeps_its_reference_size_and_head() -> None:
     spec = presets.expand("vit", {"preset": "vit_b16", "preprocess": "reference"})
     assert spec["timm"] == "vit_base_patch16_384.augreg_in21k_ft_in1k" and spec["fc"] == "head"
     model = timm.create_model(spec["timm"], pretrained=False)
-    _, _, desc = B.build_transform(model, "reference")
+    _, _, desc = T.build_transform(model, "reference")
     assert desc == {
         "input_size": [3, 384, 384],
         "interpolation": "bilinear",
@@ -115,7 +116,7 @@ def test_bit_reference_size_is_480_and_square() -> None:
     spec = B.validate_spec("bit", {"preset": "bit_r101x1", "preprocess": "reference"})
     assert spec["reference_size"] == 480 and spec["timm"].startswith("resnetv2_101x1_bit")
     model = shrunk_model("bit_r101x1")
-    pixels, normalize, desc = B.build_transform(model, "reference", spec["reference_size"])
+    pixels, normalize, desc = T.build_transform(model, "reference", spec["reference_size"])
     assert desc["input_size"] == [3, 480, 480] and desc["interpolation"] == "bilinear"
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8))
@@ -125,7 +126,7 @@ def test_bit_reference_size_is_480_and_square() -> None:
     np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), expected, atol=1e-5)
     # timm mode keeps timm's own BiT data config (448), the reference size does not leak in
     full = timm.create_model(spec["timm"], pretrained=False)
-    assert B.build_transform(full, "timm", 480)[2]["input_size"] == [3, 448, 448]
+    assert T.build_transform(full, "timm", 480)[2]["input_size"] == [3, 448, 448]
 
 
 def test_preset_keys_are_overridable_and_validated() -> None:

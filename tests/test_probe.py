@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import DataError, ParamsError
-from stages.fc import fit_probe
-from stages.probe import ProbeConfig, lr_at, train_linear_probe
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.heads.export import fit_probe
+from oodbench.heads.probe import ProbeConfig, lr_at, train_linear_probe
 
 
 def blobs(n_per_class: int = 40, dim: int = 8, classes: int = 3, seed: int = 0):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.report import load_all, render
+from oodbench.results.report import load_all, render
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

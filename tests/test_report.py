@@ -12,11 +12,11 @@ import pytest
 from sklearn.metrics import auc, roc_curve
 from typer.testing import CliRunner
 
-from stages import report
-from stages.cli import app
-from stages.errors import DataError
-from stages.plots import ROC_GRID, histogram, roc_points
-from stages.summary_figure import metric_matrix, write_png
+from oodbench.cli.app import app
+from oodbench.core.errors import DataError
+from oodbench.results import report
+from oodbench.results.figure import metric_matrix, write_png
+from oodbench.results.plots import ROC_GRID, histogram, roc_points
 
 
 def fake_metrics(offset: float) -> dict:
@@ -97,7 +97,7 @@ def test_cli_report_backbones_metric_and_png(metrics_dir, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].startswith("| method | lite1:digits")
+    assert result.stdout.splitlines()[0].startswith("| method | lite1:digits")
     assert "lite0: ID val n=24, accuracy 90.00%" in result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

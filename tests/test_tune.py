@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.errors import DataError, ParamsError
-from stages.methods import FitData, create, registry
-from stages.methods.react import ReAct
-from stages.store import FeatureSet, Linear
-from stages.tune import grid_points, render, search, split_rows, write_choice
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+from oodbench.methods import FitData, create, registry
+from oodbench.methods.react import ReAct
+from oodbench.results.tune import grid_points, render, search, split_rows, write_choice
 from tests.conftest import run
 
 PARAMS = """\

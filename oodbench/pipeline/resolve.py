@@ -1,0 +1,161 @@
+"""params.yaml -> the resolved spec of every stage (format: oodbench/formats/specs.py).
+
+Each spec holds exactly what changes its consumer's numbers, defaults filled in, so
+that writing a default out or changing a speed-only setting reruns nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from oodbench.core import params as P
+from oodbench.formats import paths, specs
+from oodbench.pipeline.benchmark import Benchmark
+from oodbench.pipeline.closure import closure
+
+#: validate_spec keys that decide the model (the rest decide the classifier)
+MODEL_KEYS = (
+    "timm",
+    "clip",
+    "checkpoint",
+    "converter",
+    "preprocess",
+    "reference_size",
+    "num_classes",
+)
+TRAINED_HEADS = ("probe", "plp", "mos")
+#: extract settings that change the numbers; core/params.py UNTRACKED_KEYS change none
+EXTRACT_KEYS = ("batch_size", "precision", "shard_rows", "decoder")
+
+
+def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> dict[Path, dict]:
+    """Every spec file of the benchmark and its content (params already validated)."""
+    out: dict[Path, dict] = {}
+    for dataset in bench.datasets:
+        out[specs.dataset_spec(dataset)] = dataset_spec(params, dataset, root)
+    out[specs.extract_spec()] = extract_spec(params)
+    for backbone in bench.backbones:
+        model = model_spec(params, backbone)
+        out[specs.model_spec(backbone)] = model
+        out[specs.fc_spec(backbone)] = fc_spec(params, bench, backbone, model)
+    for method in bench.methods:
+        out[specs.method_spec(method)] = method_spec(params, method)
+    out[specs.scoring_spec()] = scoring_spec(params, bench)
+    out[specs.evaluate_spec()] = evaluate_spec(params, bench)
+    for group, entries in code_groups(params, bench).items():
+        out[specs.code_digest(group)] = code_spec(entries, root)
+    return out
+
+
+def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]]:
+    """The entry files of each group of stages that run the same code: a stage kind, or
+    the score stages of one registered method (``score-<name>``: the script + its module)."""
+    groups = {kind: [f"stages/{kind}.py"] for kind in ("materialize", "extract", "fc", "evaluate")}
+    for key in bench.methods:
+        name = method_name(params, key)
+        groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]
+    return groups
+
+
+def method_name(params: dict[str, Any], key: str) -> str:
+    """The registered method a ``methods.<key>`` block runs."""
+    from oodbench.methods.base import method_of
+
+    block = (params.get("methods") or {}).get(key)
+    return method_of(key, block if isinstance(block, dict) else None)
+
+
+def code_spec(entries: list[str], root: Path) -> dict[str, Any]:
+    """The sha256 of every file the entries run (the closure of their imports)."""
+    files = closure(entries, root)
+    return {
+        "entries": entries,
+        "files": {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files},
+    }
+
+
+def dataset_spec(params: dict[str, Any], dataset: str, root: Path) -> dict[str, Any]:
+    block = P.get(params, f"datasets.{dataset}", dict)
+    classes = paths.classes_list_path(dataset)
+    return {
+        "dataset": dataset,
+        "root": P.get(params, f"datasets.{dataset}.root", str),
+        "skip_bad": bool(block.get("skip_bad", False)),
+        "classes_file": classes.as_posix() if (root / classes).is_file() else None,
+    }
+
+
+def extract_spec(params: dict[str, Any]) -> dict[str, Any]:
+    from oodbench.models.settings import ExtractSettings
+
+    settings = ExtractSettings.from_params(params.get("extract") or {})
+    return {key: getattr(settings, key) for key in EXTRACT_KEYS}
+
+
+def model_spec(params: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """The validated model keys (preset expanded, defaults filled in)."""
+    from oodbench.models.backbones import validate_spec
+
+    cfg = validate_spec(backbone, P.get(params, f"backbones.{backbone}", dict))
+    return {key: cfg[key] for key in MODEL_KEYS if cfg[key] is not None}
+
+
+def fc_spec(
+    params: dict[str, Any], bench: Benchmark, backbone: str, model: dict[str, Any]
+) -> dict[str, Any]:
+    """The classifier's keys, the probe recipe when one is trained, the model when it is
+    loaded (a head is read from it; a CLIP backbone keeps its projection and text tower)."""
+    from oodbench.heads.probe import ProbeConfig
+    from oodbench.models.backbones import validate_spec
+
+    cfg = validate_spec(backbone, P.get(params, f"backbones.{backbone}", dict))
+    kind = cfg["fc"]
+    trained = kind in TRAINED_HEADS
+    probe = ProbeConfig.from_params(params.get("probe") or {})
+    return {
+        "backbone": backbone,
+        "fc": kind,
+        "classes": cfg["classes"],
+        "groups": cfg["groups"],
+        # a head fine-tuned on the ID classes is named after the ID train list's classes
+        "id_train": bench.id_train,
+        "probe": probe.as_dict() if trained else None,
+        "model": model if kind == "head" or "clip" in model else None,
+    }
+
+
+def method_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
+    from oodbench.methods.base import from_params
+
+    detector = from_params(key, P.get(params, "methods", dict).get(key))
+    return {
+        "key": key,
+        "method": detector.name,
+        "hyperparameters": detector.hyperparameters(),
+    }
+
+
+def scoring_spec(params: dict[str, Any], bench: Benchmark) -> dict[str, Any]:
+    from oodbench.data.oneclass import one_class_of
+
+    return {
+        "id_train": bench.id_train,
+        "id_val": bench.id_val,
+        "ood": bench.ood,
+        "one_class": one_class_of(params),
+    }
+
+
+def evaluate_spec(params: dict[str, Any], bench: Benchmark) -> dict[str, Any]:
+    from oodbench.data.oneclass import one_class_of
+
+    datasets = P.get(params, "datasets", dict)
+    return {
+        "methods": bench.methods,
+        "id_val": bench.id_val,
+        "ood": bench.ood,
+        "groups": {name: (datasets.get(name) or {}).get("group", "far") for name in bench.ood},
+        "one_class": one_class_of(params),
+    }

@@ -1,0 +1,158 @@
+"""Stage ``evaluate``: metrics per method and OOD set, their means, ID accuracy, plots.
+
+With ``benchmark.one_class: K`` the ID val scores are split by label first (class K
+is ID, every other class an OOD set ``class_<j>``, group near; see oodbench/data/oneclass.py).
+
+``metrics/<bb>.json`` keeps every leaf a scalar under stable keys
+(``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
+so that ``dvc metrics diff`` compares two revisions method by method. Values are raw
+fractions; rounding is for display only.
+
+ID accuracy compares predictions with the val labels mapped to the classifier's class
+order (oodbench/heads/labels.py ``labels_in_head_order``) when the val list names its classes;
+rows whose class the classifier lacks are left out, and ``id.accuracy_n`` says over how
+many rows it was computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oodbench.core.errors import DataError
+from oodbench.data.oneclass import split_id_val
+from oodbench.formats.atomic import write_text
+from oodbench.formats.classifier import load_fc
+from oodbench.formats.features import load_features
+from oodbench.formats.manifest import classes_sidecar, load_list_classes, read_manifest
+from oodbench.formats.paths import (
+    fc_path,
+    features_dir,
+    manifest_path,
+    metrics_path,
+    plots_dir,
+    scores_path,
+)
+from oodbench.formats.scores import load_scores, skipped_reason
+from oodbench.formats.specs import evaluate_spec, read_spec
+from oodbench.heads.labels import accuracy, check_labels
+from oodbench.results.metrics import METRIC_NAMES, all_metrics
+from oodbench.results.plots import write_plots
+
+GROUPS = ("near", "far")
+
+
+def mean_metrics(per_set: list[dict[str, float]]) -> dict[str, float]:
+    """Unweighted mean over OOD sets, metric by metric."""
+    return {m: float(np.mean([r[m] for r in per_set])) for m in METRIC_NAMES}
+
+
+def method_metrics(
+    scores: dict[str, np.ndarray], id_val: str, ood: list[str], groups: dict[str, str]
+) -> dict[str, Any]:
+    """Metrics of one method: per OOD set, the mean, and the near/far means."""
+    if id_val not in scores:
+        raise DataError(f"scores hold no rows for the ID val set {id_val!r}; rerun `dvc repro`")
+    result: dict[str, Any] = {}
+    for name in ood:
+        if name not in scores:
+            raise DataError(f"scores hold no rows for OOD set {name!r}; rerun `dvc repro`")
+        result[name] = all_metrics(scores[id_val], scores[name])
+    result["mean"] = mean_metrics([result[n] for n in ood])
+    for group in GROUPS:
+        members = [n for n in ood if groups.get(n) == group]
+        if members:
+            result[group] = mean_metrics([result[n] for n in members])
+    return result
+
+
+def id_accuracy(backbone: str, id_val: str) -> dict[str, Any]:
+    """The ``id`` block's size and top-1 entries: ``n``, and when labels are known
+    (-1 = unknown) ``accuracy`` (argmax z, or for a MOS group head the best within-group
+    class: oodbench.heads.labels.predict_classes); with named classes also ``accuracy_n``."""
+    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    classes = load_list_classes(classes_sidecar(manifest_path(id_val)))
+    val = dataclasses.replace(val, classes=classes)
+    entry: dict[str, Any] = {"n": len(val)}
+    labelled = int((val.labels >= 0).sum())
+    if not labelled:
+        return entry
+    fc = load_fc(fc_path(backbone))
+    check_labels(val, fc)
+    top1, rows = accuracy(fc, val)
+    entry["accuracy"] = top1
+    if classes is not None:
+        entry["accuracy_n"] = rows
+        if rows < labelled:
+            print(
+                f"evaluate {backbone}: {labelled - rows} of {labelled} labelled {id_val} rows "
+                f"have a class ({classes.source}) the classifier lacks; accuracy is over the "
+                f"other {rows}",
+                file=sys.stderr,
+            )
+    return entry
+
+
+def one_class_scores(
+    backbone: str, id_val: str, methods: list[str], one_class: int
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """Scores with ID val split by label (class K = ID, ``class_<j>`` = OOD); the new sets."""
+    import pandas as pd
+
+    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    out = {}
+    for method in methods:
+        path = scores_path(backbone, method)
+        rest = load_scores(path)  # a DataError naming the file if it is missing
+        split = split_id_val(pd.read_parquet(path), id_val, val.index, val.labels, one_class)
+        out[method] = {**split, **{k: v for k, v in rest.items() if k != id_val}}
+    extra = [k for k in out[methods[0]] if k.startswith("class_")] if methods else []
+    return out, extra
+
+
+def n_skipped(dataset: str) -> int | None:
+    """Images of `dataset` that materialize recorded as unreadable (``skip_bad``) and
+    extraction therefore left out: a metric computed on fewer images says so. None when
+    there is no manifest (features imported with ``oodbench import-pkl``)."""
+    path = Path("data/manifests") / f"{dataset}.parquet"
+    if not path.is_file():
+        return None
+    frame, _ = read_manifest(path)
+    return int((frame["status"] != "ok").sum())
+
+
+def evaluate_backbone(backbone: str) -> None:
+    """Stage ``evaluate-<bb>``: ``metrics/<bb>.json`` and ``plots/<bb>/`` from the scores."""
+    spec = read_spec(evaluate_spec(), "benchmark")
+    id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])
+    reasons = {m: skipped_reason(scores_path(backbone, m)) for m in spec["methods"]}
+    methods = [m for m in spec["methods"] if reasons[m] is None]
+    report: dict[str, Any] = {"id": id_accuracy(backbone, id_val), "ood": {}, "methods": {}}
+    one_class = spec["one_class"]
+    all_scores = {m: load_scores(scores_path(backbone, m)) for m in methods}
+    if one_class is not None:
+        all_scores, extra = one_class_scores(backbone, id_val, methods, one_class)
+        ood, groups = extra + ood, {**dict.fromkeys(extra, "near"), **groups}
+        report["id"].update(one_class=one_class, n=int(all_scores[methods[0]][id_val].size))
+    for method in methods:
+        report["methods"][method] = method_metrics(all_scores[method], id_val, ood, groups)
+    first = all_scores[methods[0]] if methods else {}
+    report["ood"] = {name: {"n": int(first[name].size)} for name in ood if name in first}
+    for name, entry in [(id_val, report["id"]), *report["ood"].items()]:
+        skipped = n_skipped(name) if not name.startswith("class_") else None
+        if skipped is not None:
+            entry["n_skipped"] = skipped
+    # strings, kept apart from the scalar metric leaves that `dvc metrics` compares
+    report["skipped"] = {m: reason for m, reason in reasons.items() if reason is not None}
+    write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
+    write_plots(plots_dir(backbone), all_scores, id_val, ood)
+    print(
+        f"evaluate {backbone}: {len(methods)} methods x {len(ood)} OOD sets -> "
+        f"{metrics_path(backbone)}"
+        + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else "")
+    )

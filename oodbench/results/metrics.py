@@ -1,0 +1,116 @@
+"""OOD metrics with ID as the positive class and scores "higher = ID".
+
+Each function follows one named reference convention (see scores.md): the ViM/MOODv2
+FPR95 rule is the default ``fpr95``; OpenOOD's OOD-positive rule is reported beside
+it as ``fpr95_ood_positive`` so nobody confuses the two; AUPR is the trapezoid area
+under sklearn's precision-recall curve, not average precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
+
+from oodbench.core.errors import DataError
+
+METRIC_NAMES = ("auroc", "fpr95", "fpr95_ood_positive", "aupr_in", "aupr_out")
+
+
+def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    id_scores = np.asarray(id_scores, dtype=np.float64).ravel()
+    ood_scores = np.asarray(ood_scores, dtype=np.float64).ravel()
+    if id_scores.size == 0 or ood_scores.size == 0:
+        raise DataError(
+            f"metrics need ID and OOD scores, got {id_scores.size} ID and {ood_scores.size} OOD"
+        )
+    for name, values in (("ID", id_scores), ("OOD", ood_scores)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DataError(
+                f"{name} scores hold {bad.size} NaN/Inf values (first rows {bad[:5].tolist()})"
+            )
+    labels = np.concatenate(
+        [np.ones(id_scores.size, np.int64), np.zeros(ood_scores.size, np.int64)]
+    )
+    return labels, np.concatenate([id_scores, ood_scores])
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    labels, scores = _labelled(id_scores, ood_scores)
+    return float(roc_auc_score(labels, scores))
+
+
+def fpr95(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """ViM/MOODv2 rule: FPR at the k-th largest ID score, k = floor(tpr * N_id).
+
+    With the ID scores sorted ascending, threshold = ``sorted_id[-k]``: the k-th
+    largest counting from 1 (k = 1 is the maximum, k = N_id the minimum). With untied
+    scores exactly k ID scores are >= the threshold, so the ID recall is k / N_id <=
+    tpr (the largest recall that does not exceed `tpr`). FPR = fraction of OOD scores
+    >= threshold: ties count as false positives, no interpolation.
+
+    k is clamped to at least 1. floor(tpr * N_id) is 0 only when N_id < 1 / tpr, i.e. a
+    single ID score at tpr = 0.95; the reference's ``np.sort(ind)[-0]`` then reads
+    index 0, which with one score is that same score, so the result is the
+    reference's. (For other `tpr` with floor(...) = 0 and several ID scores the
+    reference's ``[-0]`` would wrap to the *smallest* score; the clamp takes the
+    largest, the nearest recall to `tpr`.)
+    """
+    _labelled(id_scores, ood_scores)
+    ind = np.sort(np.asarray(id_scores, np.float64).ravel())
+    ood = np.asarray(ood_scores, np.float64).ravel()
+    k = max(math.floor(tpr * ind.size), 1)
+    threshold = ind[-k]
+    return float(np.count_nonzero(ood >= threshold) / ood.size)
+
+
+def fpr95_ood_positive(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """OpenOOD / pytorch-ood rule: OOD positive, FPR (ID flagged OOD) at the first
+    ROC point whose TPR (OOD caught) reaches `tpr`."""
+    labels, scores = _labelled(id_scores, ood_scores)
+    fpr, tpr_curve, _ = roc_curve(1 - labels, -scores)
+    return float(fpr[np.argmax(tpr_curve >= tpr)])
+
+
+def fpr_at_recall_nearest(
+    id_scores: np.ndarray, ood_scores: np.ndarray, recall: float = 0.95
+) -> float:
+    """The MOS/Outlier-Exposure code's rule: the ROC point whose ID recall is nearest to
+    `recall` (not necessarily above it). Kept to reproduce those papers' tables."""
+    labels, scores = _labelled(id_scores, ood_scores)
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, labels = scores[order], labels[order]
+    thresholds = np.r_[np.flatnonzero(np.diff(scores)), labels.size - 1]
+    tps = np.cumsum(labels)[thresholds]
+    fps = 1 + thresholds - tps
+    last = int(np.searchsorted(tps, tps[-1]))
+    # the reference walks the curve from full recall down and appends (recall 1, fps 0)
+    rec = np.r_[(tps / tps[-1])[last::-1], 1.0]
+    fps = np.r_[fps[last::-1], 0]
+    cutoff = int(np.argmin(np.abs(rec - recall)))
+    return float(fps[cutoff] / np.count_nonzero(labels == 0))
+
+
+def aupr_in(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    labels, scores = _labelled(id_scores, ood_scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(auc(recall, precision))
+
+
+def aupr_out(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    labels, scores = _labelled(id_scores, ood_scores)
+    precision, recall, _ = precision_recall_curve(1 - labels, -scores)
+    return float(auc(recall, precision))
+
+
+def all_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
+    """Every reported metric for one (ID, OOD) pair, in a stable key order."""
+    return {
+        "auroc": auroc(id_scores, ood_scores),
+        "fpr95": fpr95(id_scores, ood_scores),
+        "fpr95_ood_positive": fpr95_ood_positive(id_scores, ood_scores),
+        "aupr_in": aupr_in(id_scores, ood_scores),
+        "aupr_out": aupr_out(id_scores, ood_scores),
+    }
