@@ -10,8 +10,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backbone", required=True, help="backbone key under `backbones:`")
     parser.add_argument("--method", required=True, help="method key under `methods:`")
+    parser.add_argument(
+        "--features", help="another backbone whose features this one reuses (`features:`)"
+    )
     args = parser.parse_args()
-    score_method(args.backbone, args.method)
+    score_method(args.backbone, args.method, features=args.features)
 
 
 if __name__ == "__main__":

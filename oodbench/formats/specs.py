@@ -15,9 +15,9 @@ Files (``<bb>`` a backbone, ``<ds>`` a dataset, ``<m>`` a method key):
   ``extract.json``           batch_size, precision, shard_rows, decoder (extract)
   ``backbones/<bb>.model.json``  the model: timm|clip, checkpoint, preprocess, ... (extract)
   ``backbones/<bb>.fc.json``     the classifier: kind, classes, groups, probe, model (fc)
+  ``backbones/<bb>.evaluate.json``  methods, id_val, ood, groups, one_class (evaluate)
   ``methods/<m>.json``       method, params_key, hyperparameters        (score)
   ``scoring.json``           id_train, id_val, ood, one_class           (score)
-  ``evaluate.json``          methods, id_val, ood, groups, one_class    (evaluate)
 and the code each stage runs, ``code/<kind>.json`` (``code/score-<method>.json``): the
 sha256 of every file in the closure of its imports (oodbench/pipeline/closure.py), so an
 edit reruns exactly the stages whose code it touches, through one small dependency.
@@ -59,8 +59,8 @@ def scoring_spec() -> Path:
     return SPECS / "scoring.json"
 
 
-def evaluate_spec() -> Path:
-    return SPECS / "evaluate.json"
+def evaluate_spec(backbone: str) -> Path:
+    return SPECS / "backbones" / f"{backbone}.evaluate.json"
 
 
 def code_digest(group: str) -> Path:

@@ -43,16 +43,20 @@ FC_KINDS = ("head", "probe", "plp", "mos")
 PLP_SCALE = 100.0
 
 
-def export_classifier(backbone: str) -> None:
-    """Stage ``fc-<bb>``: build ``features/<bb>/fc.safetensors`` from its resolved spec."""
+def export_classifier(backbone: str, features: str | None = None) -> None:
+    """Stage ``fc-<bb>``: build ``features/<bb>/fc.safetensors`` from its resolved spec;
+    `features`: the backbone whose features a trained head reads (default: `backbone`)."""
     spec = read_spec(fc_spec(backbone), f"backbones.{backbone}")
-    fc, meta = build_classifier(backbone, spec)
+    fc, meta = build_classifier(backbone, spec, features or backbone)
     save_fc(fc_path(backbone), fc, meta)
     print(f"fc {backbone}: {spec['fc']}, {fc.num_classes} outputs x {fc.weight.shape[1]} features")
 
 
-def build_classifier(backbone: str, spec: dict[str, Any]) -> tuple[Linear, dict[str, str]]:
-    """The classifier and its file metadata for a resolved fc spec (pipeline/resolve.py)."""
+def build_classifier(
+    backbone: str, spec: dict[str, Any], source: str | None = None
+) -> tuple[Linear, dict[str, str]]:
+    """The classifier and its file metadata for a resolved fc spec (pipeline/resolve.py);
+    trained heads read the features of `source` (default: `backbone`)."""
     kind, model, classes = spec["fc"], spec["model"], spec["classes"]
     meta: dict[str, str] = {"source": kind}
     if kind == "head":
@@ -60,7 +64,7 @@ def build_classifier(backbone: str, spec: dict[str, Any]) -> tuple[Linear, dict[
 
         return name_head(head_linear(backbone, model), classes, spec["id_train"], backbone), meta
     train_name = spec["id_train"]
-    train = load_id_train(backbone, train_name)
+    train = load_id_train(source or backbone, train_name)
     config = ProbeConfig(**spec["probe"])
     meta |= {"train": train_name, "probe": repr(config)}
     is_clip = model is not None and "clip" in model

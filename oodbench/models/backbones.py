@@ -41,6 +41,7 @@ from oodbench.models.weights import (
 KNOWN_KEYS = (
     "timm",
     "clip",
+    "clip_config",
     "checkpoint",
     "converter",
     "preprocess",
@@ -49,6 +50,19 @@ KNOWN_KEYS = (
     "num_classes",
     "groups",
     "classes",
+    "features",
+    "methods",
+)
+#: the keys that decide the model (and so the features); the rest decide the classifier
+MODEL_KEYS = (
+    "timm",
+    "clip",
+    "clip_config",
+    "checkpoint",
+    "converter",
+    "preprocess",
+    "reference_size",
+    "num_classes",
 )
 PREPROCESS = ("timm", "reference")
 FC_MODES = ("head", "probe", "plp", "mos")
@@ -90,9 +104,18 @@ def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) ->
         fc=spec.get("fc", "head"),
         converter=spec.get("converter", "auto"),
     )
-    if require_model or out["timm"] is not None or out["clip"] is not None:
+    if out["features"] is not None:
+        _check_shared(where, spec, out["features"])
+    elif require_model or out["timm"] is not None or out["clip"] is not None:
         _check_model(where, out)
-    for name in ("checkpoint", "groups", "classes"):
+    methods = out["methods"]
+    if methods is not None and not (
+        isinstance(methods, list) and methods and all(isinstance(m, str) for m in methods)
+    ):
+        raise ParamsError(
+            f"params.yaml: {where}.methods must be a list of method keys, got {methods!r}"
+        )
+    for name in ("checkpoint", "groups", "classes", "clip_config"):
         if out[name] is not None and not isinstance(out[name], str):
             raise ParamsError(f"params.yaml: {where}.{name} must be a string, got {out[name]!r}")
     choices = {"preprocess": PREPROCESS, "fc": FC_MODES, "converter": converters.CONVERTERS}
@@ -108,6 +131,19 @@ def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) ->
     if out["fc"] == "mos" and out["groups"] is None:
         raise ParamsError(f"params.yaml: {where}.groups: fc: mos needs a class -> group file")
     return out
+
+
+def _check_shared(where: str, spec: dict[str, Any], source: Any) -> None:
+    """``features: <bb>``: this entry reuses backbone <bb>'s extracted features (another
+    classifier on the same model), so it names no model of its own."""
+    if not isinstance(source, str):
+        raise ParamsError(f"params.yaml: {where}.features must be a backbone key, got {source!r}")
+    own = [k for k in ("preset", *MODEL_KEYS) if k in spec]
+    if own:
+        raise ParamsError(
+            f"params.yaml: {where}.{own[0]}: an entry with features: {source} uses the model "
+            f"of backbones.{source}; remove {own[0]} here (set it there)"
+        )
 
 
 def _check_model(where: str, cfg: dict[str, Any]) -> None:

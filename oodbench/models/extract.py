@@ -380,7 +380,8 @@ def _info(
         "shards": shards,
         "precision": precision,
         "device": device.type,
-        "timm": bb.info["timm"],
+        # the model: a timm name or an open_clip one (a CLIP backbone has no timm key)
+        **{k: bb.info[k] for k in ("timm", "clip", "clip_config") if bb.info.get(k)},
         "preprocess": bb.info["preprocess"],
         "data_config": bb.info["data_config"],
         "checkpoint_sha256": bb.info.get("checkpoint_sha256"),

@@ -102,7 +102,15 @@ def check_backbones(params: dict[str, Any], bench: Benchmark, root: Path) -> Non
                 f"known: {', '.join(backbones) or 'none'}"
             )
         cfg = validate_spec(name, backbones[name])
-        for key in ("checkpoint", "groups", "classes"):
+        source = cfg["features"]
+        if source is not None and (
+            source not in bench.backbones or bench.features_of(source) != source
+        ):
+            raise ParamsError(
+                f"params.yaml: backbones.{name}.features: {source!r} must be another backbone "
+                "of benchmark.backbones that extracts its own features"
+            )
+        for key in ("checkpoint", "groups", "classes", "clip_config"):
             for ref in dvcyaml.local_file(cfg.get(key)):
                 if not (root / ref).is_file():
                     raise ParamsError(
@@ -115,13 +123,17 @@ def check_methods(params: dict[str, Any], bench: Benchmark) -> None:
     from oodbench.methods.base import from_params
 
     blocks = P.get(params, "methods", dict)
-    for i, key in enumerate(bench.methods):
-        if key not in blocks:
-            raise ParamsError(
-                f"params.yaml: benchmark.methods[{i}]: {key!r} has no methods.{key} block; "
-                "add one (it may be {} for the defaults)"
-            )
-        from_params(key, blocks[key])
+    lists = [("benchmark.methods", bench.methods)] + [
+        (f"backbones.{b}.methods", bench.backbone_methods[b]) for b in bench.backbone_methods
+    ]
+    for where, keys in lists:
+        for i, key in enumerate(keys):
+            if key not in blocks:
+                raise ParamsError(
+                    f"params.yaml: {where}[{i}]: {key!r} has no methods.{key} block; "
+                    "add one (it may be {} for the defaults)"
+                )
+            from_params(key, blocks[key])
 
 
 def check_settings(params: dict[str, Any]) -> None:

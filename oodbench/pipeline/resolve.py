@@ -15,16 +15,6 @@ from oodbench.formats import paths, specs
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
 
-#: validate_spec keys that decide the model (the rest decide the classifier)
-MODEL_KEYS = (
-    "timm",
-    "clip",
-    "checkpoint",
-    "converter",
-    "preprocess",
-    "reference_size",
-    "num_classes",
-)
 TRAINED_HEADS = ("probe", "plp", "mos")
 #: extract settings that change the numbers; core/params.py UNTRACKED_KEYS change none
 EXTRACT_KEYS = ("batch_size", "precision", "shard_rows", "decoder")
@@ -37,13 +27,14 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
         out[specs.dataset_spec(dataset)] = dataset_spec(params, dataset, root)
     out[specs.extract_spec()] = extract_spec(params)
     for backbone in bench.backbones:
-        model = model_spec(params, backbone)
-        out[specs.model_spec(backbone)] = model
+        model = model_spec(params, bench.features_of(backbone))
+        if bench.features_of(backbone) == backbone:  # a sharing backbone extracts nothing
+            out[specs.model_spec(backbone)] = model
         out[specs.fc_spec(backbone)] = fc_spec(params, bench, backbone, model)
-    for method in bench.methods:
+        out[specs.evaluate_spec(backbone)] = evaluate_spec(params, bench, backbone)
+    for method in bench.all_methods:
         out[specs.method_spec(method)] = method_spec(params, method)
     out[specs.scoring_spec()] = scoring_spec(params, bench)
-    out[specs.evaluate_spec()] = evaluate_spec(params, bench)
     for group, entries in code_groups(params, bench).items():
         out[specs.code_digest(group)] = code_spec(entries, root)
     return out
@@ -53,7 +44,7 @@ def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]
     """The entry files of each group of stages that run the same code: a stage kind, or
     the score stages of one registered method (``score-<name>``: the script + its module)."""
     groups = {kind: [f"stages/{kind}.py"] for kind in ("materialize", "extract", "fc", "evaluate")}
-    for key in bench.methods:
+    for key in bench.all_methods:
         name = method_name(params, key)
         groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]
     return groups
@@ -96,7 +87,7 @@ def extract_spec(params: dict[str, Any]) -> dict[str, Any]:
 
 def model_spec(params: dict[str, Any], backbone: str) -> dict[str, Any]:
     """The validated model keys (preset expanded, defaults filled in)."""
-    from oodbench.models.backbones import validate_spec
+    from oodbench.models.backbones import MODEL_KEYS, validate_spec
 
     cfg = validate_spec(backbone, P.get(params, f"backbones.{backbone}", dict))
     return {key: cfg[key] for key in MODEL_KEYS if cfg[key] is not None}
@@ -148,12 +139,12 @@ def scoring_spec(params: dict[str, Any], bench: Benchmark) -> dict[str, Any]:
     }
 
 
-def evaluate_spec(params: dict[str, Any], bench: Benchmark) -> dict[str, Any]:
+def evaluate_spec(params: dict[str, Any], bench: Benchmark, backbone: str) -> dict[str, Any]:
     from oodbench.data.oneclass import one_class_of
 
     datasets = P.get(params, "datasets", dict)
     return {
-        "methods": bench.methods,
+        "methods": bench.methods_of(backbone),
         "id_val": bench.id_val,
         "ood": bench.ood,
         "groups": {name: (datasets.get(name) or {}).get("group", "far") for name in bench.ood},

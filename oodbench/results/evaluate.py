@@ -71,11 +71,12 @@ def method_metrics(
     return result
 
 
-def id_accuracy(backbone: str, id_val: str) -> dict[str, Any]:
+def id_accuracy(backbone: str, id_val: str, source: str | None = None) -> dict[str, Any]:
     """The ``id`` block's size and top-1 entries: ``n``, and when labels are known
     (-1 = unknown) ``accuracy`` (argmax z, or for a MOS group head the best within-group
     class: oodbench.heads.labels.predict_classes); with named classes also ``accuracy_n``."""
-    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    source = source or backbone
+    val = load_features(features_dir(source, id_val), backbone=source)
     classes = load_list_classes(classes_sidecar(manifest_path(id_val)))
     val = dataclasses.replace(val, classes=classes)
     entry: dict[str, Any] = {"n": len(val)}
@@ -99,12 +100,13 @@ def id_accuracy(backbone: str, id_val: str) -> dict[str, Any]:
 
 
 def one_class_scores(
-    backbone: str, id_val: str, methods: list[str], one_class: int
+    backbone: str, id_val: str, methods: list[str], one_class: int, source: str | None = None
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """Scores with ID val split by label (class K = ID, ``class_<j>`` = OOD); the new sets."""
     import pandas as pd
 
-    val = load_features(features_dir(backbone, id_val), backbone=backbone)
+    source = source or backbone
+    val = load_features(features_dir(source, id_val), backbone=source)
     out = {}
     for method in methods:
         path = scores_path(backbone, method)
@@ -126,17 +128,23 @@ def n_skipped(dataset: str) -> int | None:
     return int((frame["status"] != "ok").sum())
 
 
-def evaluate_backbone(backbone: str) -> None:
-    """Stage ``evaluate-<bb>``: ``metrics/<bb>.json`` and ``plots/<bb>/`` from the scores."""
-    spec = read_spec(evaluate_spec(), "benchmark")
+def evaluate_backbone(backbone: str, features: str | None = None) -> None:
+    """Stage ``evaluate-<bb>``: ``metrics/<bb>.json`` and ``plots/<bb>/`` from the scores;
+    `features`: the backbone whose ID val features to read (default: `backbone`)."""
+    source = features or backbone
+    spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
     id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])
     reasons = {m: skipped_reason(scores_path(backbone, m)) for m in spec["methods"]}
     methods = [m for m in spec["methods"] if reasons[m] is None]
-    report: dict[str, Any] = {"id": id_accuracy(backbone, id_val), "ood": {}, "methods": {}}
+    report: dict[str, Any] = {
+        "id": id_accuracy(backbone, id_val, source),
+        "ood": {},
+        "methods": {},
+    }
     one_class = spec["one_class"]
     all_scores = {m: load_scores(scores_path(backbone, m)) for m in methods}
     if one_class is not None:
-        all_scores, extra = one_class_scores(backbone, id_val, methods, one_class)
+        all_scores, extra = one_class_scores(backbone, id_val, methods, one_class, source)
         ood, groups = extra + ood, {**dict.fromkeys(extra, "near"), **groups}
         report["id"].update(one_class=one_class, n=int(all_scores[methods[0]][id_val].size))
     for method in methods:

@@ -31,8 +31,12 @@ def detector_of(method: str) -> Detector:
     return create(spec["method"], spec["hyperparameters"], where=f"methods.{method}")
 
 
-def score_method(backbone: str, method: str) -> None:
-    """Stage ``score-<bb>-<method>``: fit on ID train, score ID val and every OOD set."""
+def score_method(backbone: str, method: str, features: str | None = None) -> None:
+    """Stage ``score-<bb>-<method>``: fit on ID train, score ID val and every OOD set.
+
+    `features` names the backbone whose feature folders to read, for an entry that shares
+    another's extraction (``backbones.<bb>.features``); by default `backbone`'s own."""
+    source = features or backbone
     detector = detector_of(method)
     spec = read_spec(scoring_spec(), "benchmark")
     out = scores_path(backbone, method)
@@ -44,15 +48,15 @@ def score_method(backbone: str, method: str) -> None:
         return
     start = time.perf_counter()
     data, val = load_fit_data(
-        backbone, detector, fc, spec["id_train"], spec["id_val"], spec["one_class"]
+        source, detector, fc, spec["id_train"], spec["id_val"], spec["one_class"]
     )
     detector.fit(data)
     fit_seconds = time.perf_counter() - start
     rows = [(spec["id_val"], val.index, score_set(detector, val, fc))]
     for name in spec["ood"]:
-        features = load_features(features_dir(backbone, name), backbone=backbone)
-        check_finite(features)
-        rows.append((name, features.index, score_set(detector, features, fc)))
+        ood = load_features(features_dir(source, name), backbone=source)
+        check_finite(ood)
+        rows.append((name, ood.index, score_set(detector, ood, fc)))
     save_scores(out, rows)
     total = sum(len(r[1]) for r in rows)
     print(
