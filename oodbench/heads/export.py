@@ -22,17 +22,18 @@ train labels to its order by name. ``classes: imagenet`` also records the wnids
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oodbench.core.errors import DataError
+from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear, save_fc
 from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.manifest import classes_sidecar, load_list_classes
 from oodbench.formats.paths import fc_path, features_dir, manifest_path
 from oodbench.formats.specs import fc_spec, read_spec
-from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT, zero_shot_logits
+from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT, prompt_ensemble, zero_shot_logits
 from oodbench.heads.groups import GROUP_OF_CLASS, group_layout, load_group_config
 from oodbench.heads.labels import labels_in_order
 from oodbench.heads.probe import ProbeConfig, train_linear_probe
@@ -182,15 +183,38 @@ def id_class_names(
     """(names, ids) of the ID classes, for CLIP prompts and MOS group files: ``classes:``
     when set (``imagenet``: timm's names, the sorted wnids as ids), else the names of the
     ID train list's classes file, else the label indices. ids None: names are the ids."""
-    from oodbench.models.clip import clip_class_names
-
     if classes is None and train.classes is not None:
         return list(train.classes.names), None
     known = train.labels[train.labels >= 0]
     # list labels only count `classes:` names when they are indices into them
     count = int(known.max()) + 1 if known.size and train.classes is None else None
-    names = clip_class_names(classes, count, where)
+    names = read_class_names(classes, count, where)
     return names, (imagenet_ids() if classes == "imagenet" else None)
+
+
+def read_class_names(classes: str | None, num_classes: int | None, where: str) -> list[str]:
+    """Class names from ``classes:``: a text file (one per line, line i = label i),
+    ``imagenet`` (timm's ImageNet-1k names, first synonym), or by default the label
+    indices. ``num_classes`` (the ID labels seen, when known) must then be covered."""
+    if classes is None:
+        if not num_classes:
+            raise ParamsError(f"params.yaml: {where}.classes: no ID labels to name; give a file")
+        return [str(c) for c in range(num_classes)]
+    if classes == "imagenet":
+        import timm.data
+
+        info = timm.data.ImageNetInfo()
+        names = [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
+    else:
+        path = Path(classes)
+        if not path.is_file():
+            raise ParamsError(f"params.yaml: {where}.classes: file {path} not found")
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if num_classes is not None and len(names) < num_classes:
+        raise ParamsError(
+            f"params.yaml: {where}.classes: {len(names)} names but ID labels reach {num_classes - 1}"
+        )
+    return names
 
 
 def mos_train_labels(train: FeatureSet, classes: list[str], where: str) -> np.ndarray:
@@ -219,7 +243,7 @@ def clip_extras(
     tower = load_backbone(backbone, model).model
     extras = {
         CLIP_PROJECTION: tower.projection.float().numpy().astype(np.float32),
-        CLIP_TEXT: tower.text_embeddings(names),
+        CLIP_TEXT: prompt_ensemble(tower, names),
     }
     return extras, names, ids
 
@@ -231,9 +255,7 @@ def name_head(fc: Linear, classes: str | None, id_train: str | None, backbone: s
     as the head's outputs (labels 0..C-1 = outputs 0..C-1), else the output indices."""
     where = f"backbones.{backbone}.classes"
     if classes is not None:
-        from oodbench.models.clip import clip_class_names
-
-        names = clip_class_names(classes, None, where)
+        names = read_class_names(classes, None, where)
         if len(names) != fc.num_classes:
             raise DataError(
                 f"params.yaml: {where}: {len(names)} names for a head of {fc.num_classes} "

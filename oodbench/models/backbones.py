@@ -153,8 +153,19 @@ def _check_model(where: str, cfg: dict[str, Any]) -> None:
     if cfg["clip"] is not None:
         from oodbench.models.clip import check_clip_name
 
-        check_clip_name(where, cfg["clip"])
+        check_clip_name(where, cfg["clip"], cfg["clip_config"])
+        for key, unused in (("num_classes", None), ("converter", "auto")):
+            if cfg[key] != unused:
+                raise ParamsError(
+                    f"params.yaml: {where}.{key}: applies to timm models; a CLIP backbone has "
+                    "no classifier head and loads open_clip state dicts as they are"
+                )
         return
+    if cfg["clip_config"] is not None:
+        raise ParamsError(
+            f"params.yaml: {where}.clip_config: an open_clip architecture, for CLIP "
+            "backbones; this one is timm:"
+        )
     import timm
 
     name = cfg["timm"]
@@ -175,7 +186,7 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
     if cfg["clip"] is not None:
         from oodbench.models.clip import create_clip
 
-        model = create_clip(cfg["clip"], checkpoint_path, where)
+        model = create_clip(cfg["clip"], checkpoint_path, where, cfg["clip_config"])
     else:
         model = _create_timm(cfg, checkpoint_path, where)
     model.eval()
@@ -186,6 +197,8 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
     info = {
         **{k: v for k, v in cfg.items() if v is not None},
         "checkpoint_sha256": sha256_file(checkpoint_path) if checkpoint_path else None,
+        # the architecture file of a CLIP backbone: part of the extraction's resume key
+        "clip_config_sha256": sha256_file(Path(cfg["clip_config"])) if cfg["clip_config"] else None,
         "data_config": data_config,
         "feature_dim": int(model.num_features),
         "num_classes": head.num_classes if head is not None else 0,

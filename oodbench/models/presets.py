@@ -15,6 +15,7 @@ is the pooled image embedding *before* the projection (oodbench/models/clip.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from oodbench.core.errors import ParamsError
@@ -89,18 +90,30 @@ PRESETS: dict[str, Preset] = {
 
 
 def expand(key: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """``{preset: name, **overrides}`` -> the explicit block; other blocks pass through."""
-    if not isinstance(spec, dict) or "preset" not in spec:
+    """``{preset: name, **overrides}`` -> the explicit block; other blocks pass through,
+    except that a ``clip_config:`` without a model name is ``clip: <the file's stem>``
+    (the name open_clip then registers it under, oodbench/models/clip.py)."""
+    if not isinstance(spec, dict):
         return spec
-    name = spec["preset"]
-    if name not in PRESETS:
-        raise ParamsError(
-            f"params.yaml: backbones.{key}.preset: unknown preset {name!r}; "
-            f"known: {', '.join(PRESETS)}"
-        )
-    rest = {k: v for k, v in spec.items() if k != "preset"}
-    base = PRESETS[name].spec()
-    if "timm" in rest or "clip" in rest:  # an explicit model replaces the preset's model
-        base.pop("timm", None)
-        base.pop("clip", None)
-    return {**base, **rest}
+    if "preset" in spec:
+        name = spec["preset"]
+        if name not in PRESETS:
+            raise ParamsError(
+                f"params.yaml: backbones.{key}.preset: unknown preset {name!r}; "
+                f"known: {', '.join(PRESETS)}"
+            )
+        rest = {k: v for k, v in spec.items() if k != "preset"}
+        base = PRESETS[name].spec()
+        # an explicit model (a CLIP architecture file included) replaces the preset's model
+        if {"timm", "clip", "clip_config"} & set(rest):
+            base.pop("timm", None)
+            base.pop("clip", None)
+        spec = {**base, **rest}
+    return _clip_named_after_config(spec)
+
+
+def _clip_named_after_config(spec: dict[str, Any]) -> dict[str, Any]:
+    config = spec.get("clip_config")
+    if not isinstance(config, str) or {"clip", "timm", "features"} & set(spec):
+        return spec  # a model named already, or an error validate_spec reports
+    return {**spec, "clip": Path(config).stem}
