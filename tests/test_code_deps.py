@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from oodbench.pipeline.check import check_benchmark
-from oodbench.pipeline.codetable import project_files, render_table, stages_of
+from oodbench.pipeline.codetable import kind, project_files, render_table, stages_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "code_deps.md"
@@ -24,7 +24,7 @@ def dvc_stale(workspace: Path) -> set[str]:
     from dvc.repo import Repo
 
     with Repo(str(workspace)) as repo:
-        return {name.rsplit(":", 1)[-1] for name in repo.status()}
+        return set(repo.status())
 
 
 @pytest.mark.slow
@@ -55,11 +55,11 @@ def test_a_comment_in_any_file_stales_exactly_the_stages_that_run_it(demo_worksp
         "oodbench/data/fetch.py",
         "oodbench/data/registry.py",
     ):
-        assert not {s for s in expected[file] if s.startswith(extract_fc_score)}, file
+        assert not {s for s in expected[file] if kind(s) in extract_fc_score}, file
     for file in ("oodbench/methods/energy.py", "oodbench/methods/react.py"):
-        assert not {s for s in expected[file] if s.startswith(("extract", "fc"))}, file
-        assert {s for s in expected[file] if s.startswith("score")} == {
-            f"score-lite0-{Path(file).stem}"
+        assert not {s for s in expected[file] if kind(s) in ("extract", "fc")}, file
+        assert {s for s in expected[file] if kind(s) == "score"} == {
+            f"pipelines/lite0/dvc.yaml:score-{Path(file).stem}"
         }
 
 

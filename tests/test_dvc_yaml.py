@@ -7,25 +7,31 @@ stages whose closure holds it) is tests/test_code_deps.py.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from oodbench.core.params import read_params_file
 from oodbench.pipeline import dvcyaml
 from oodbench.pipeline.closure import closure
+from tests.user_project import TINY_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def stages() -> dict:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Every committed stage by DVC address (``pipelines/lite0/dvc.yaml:score-knn``)."""
+    return dvcyaml.stages_of(dvcyaml.existing(ROOT))
 
 
-def test_committed_dvc_yaml_is_what_the_generator_writes():
-    assert (ROOT / "dvc.yaml").read_text() == dvcyaml.generate(root=ROOT), (
-        "dvc.yaml is stale: run `oodbench pipeline`"
+def stage(backbone: str, name: str) -> dict:
+    return stages()[f"pipelines/{backbone}/dvc.yaml:{name}"]
+
+
+def test_committed_pipeline_files_are_what_the_generator_writes():
+    assert dvcyaml.existing(ROOT) == dvcyaml.generate(root=ROOT), (
+        "dvc.yaml or pipelines/*/dvc.yaml is stale: run `oodbench pipeline`"
     )
 
 
@@ -85,11 +91,10 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
     stage's closure holds its own method's module and none of the others'."""
     from oodbench.pipeline.resolve import code_spec
 
-    s = stages()
-    assert "build/specs/code/extract.json" in s["extract-lite0-textures"]["deps"]
-    assert "build/specs/code/score-vim.json" in s["score-lite0-vim"]["deps"]
+    assert "build/specs/code/extract.json" in stage("lite0", "extract-textures")["deps"]
+    assert "build/specs/code/score-vim.json" in stage("lite0", "score-vim")["deps"]
     # an alias block runs another method's module: react_val is `method: react`
-    assert "build/specs/code/score-react.json" in s["score-lite0-react_val"]["deps"]
+    assert "build/specs/code/score-react.json" in stage("lite0", "score-react_val")["deps"]
     digest = code_spec(["stages/score.py", "oodbench/methods/vim.py"], ROOT)
     methods = {f for f in digest["files"] if f.startswith("oodbench/methods/")}
     assert methods == {
@@ -101,8 +106,11 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
     }
     assert set(digest["files"]) == set(closure(digest["entries"], ROOT))
     # a method that never reads ID train does not depend on its features
-    assert "features/lite0/digits_id_train" not in s["score-lite0-msp"]["deps"]
-    assert "features/lite0/digits_id_train" in s["score-lite0-knn"]["deps"]
+    assert "features/lite0/digits_id_train" not in stage("lite0", "score-msp")["deps"]
+    assert "features/lite0/digits_id_train" in stage("lite0", "score-knn")["deps"]
+    # an entry sharing lite0's features reads lite0's folders and extracts nothing
+    assert "features/lite0/digits_near" in stage("lite0_mos", "score-mos")["deps"]
+    assert not [s for s in stages() if s.startswith("pipelines/lite0_mos/dvc.yaml:extract")]
 
 
 def test_only_the_check_and_demo_stages_read_params():
@@ -147,12 +155,15 @@ def test_specs_hold_only_what_changes_the_numbers():
     assert specs(edited)[model]["preprocess"] == "reference"
 
 
-def test_generated_stages_follow_a_users_own_benchmark(tmp_path):
+def test_generated_stages_follow_a_users_own_benchmark(tmp_path, monkeypatch):
     """Files named by backbones.<bb> are deps of exactly the stages that read them, the
     demo stage is left out of a benchmark without demo sets, and a CLIP backbone's fc
     depends on its checkpoint while a probe's does not."""
+    monkeypatch.chdir(tmp_path)  # params.yaml names files relative to the project root
     for code in ("stages", "oodbench"):
         (tmp_path / code).symlink_to(ROOT / code)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
     (tmp_path / "datalists").mkdir()
     (tmp_path / "datalists" / "shapes_train.classes.txt").write_text("circle\nsquare\n")
     params = {
@@ -167,7 +178,8 @@ def test_generated_stages_follow_a_users_own_benchmark(tmp_path):
         "backbones": {
             "r18": {"timm": "resnet18", "checkpoint": "checkpoints/r18/w.pth", "fc": "head"},
             "clip": {
-                "clip": "ViT-B-32",
+                "clip": "tiny-clip",
+                "clip_config": "configs/tiny-clip.json",
                 "checkpoint": "checkpoints/clip/open_clip.safetensors",
                 "fc": "plp",
                 "classes": "configs/shapes.txt",
@@ -176,7 +188,8 @@ def test_generated_stages_follow_a_users_own_benchmark(tmp_path):
         "methods": {"msp": {}},
         "demo": {"seed": 0},
     }
-    s = dvcyaml.build(params, tmp_path)
+    files = dvcyaml.build(params, tmp_path)
+    s = dvcyaml.stages_of({f: dvcyaml.render(st) for f, st in files.items()})
     assert "demo" not in s
     assert s["materialize-shapes_train"]["deps"][:3] == [
         "build/specs/datasets/shapes_train.json",
@@ -184,9 +197,11 @@ def test_generated_stages_follow_a_users_own_benchmark(tmp_path):
         "datalists/shapes_train.classes.txt",
     ]
     assert "datalists/shapes_val.classes.txt" not in s["materialize-shapes_val"]["deps"]
-    assert "checkpoints/r18/w.pth" in s["extract-r18-noise"]["deps"]
-    assert "checkpoints/r18/w.pth" in s["fc-r18"]["deps"]
-    assert "configs/shapes.txt" in s["fc-clip"]["deps"]
-    assert "checkpoints/clip/open_clip.safetensors" in s["fc-clip"]["deps"]
-    assert "configs/shapes.txt" not in s["extract-clip-noise"]["deps"]
-    assert "checkpoints/r18/w.pth" in s["fc-r18"]["deps"]  # a head is read from the model
+    assert "checkpoints/r18/w.pth" in s["pipelines/r18/dvc.yaml:extract-noise"]["deps"]
+    assert "checkpoints/r18/w.pth" in s["pipelines/r18/dvc.yaml:fc"]["deps"]
+    assert "configs/shapes.txt" in s["pipelines/clip/dvc.yaml:fc"]["deps"]
+    assert "checkpoints/clip/open_clip.safetensors" in s["pipelines/clip/dvc.yaml:fc"]["deps"]
+    assert "configs/shapes.txt" not in s["pipelines/clip/dvc.yaml:extract-noise"]["deps"]
+    assert (
+        "checkpoints/r18/w.pth" in s["pipelines/r18/dvc.yaml:fc"]["deps"]
+    )  # a head is read from the model

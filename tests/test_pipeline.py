@@ -52,7 +52,8 @@ def test_method_param_change_reruns_only_its_score_and_evaluate(demo_workspace):
         assert stale_stages(demo_workspace) == {"check"}
         out = run(["dvc", "repro"], demo_workspace).stdout
         ran = set(re.findall(r"Running stage '([^']+)'", out))
-        assert ran == {"check", "score-lite0-energy", "evaluate-lite0"}
+        lite0 = "pipelines/lite0/dvc.yaml"
+        assert ran == {"check", f"{lite0}:score-energy", f"{lite0}:evaluate", "leaderboard"}
     finally:
         params_path.write_text(original)
         run(["dvc", "repro"], demo_workspace)
@@ -107,10 +108,11 @@ def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_wor
         run(["oodbench", "pipeline"], demo_workspace)
         ran = ran_stages(run(["dvc", "repro"], demo_workspace).stdout)
         methods = ("msp", "energy", "react", "maxlogit")
+        lite0 = "pipelines/lite0/dvc.yaml"
         assert ran == (
-            {"check", "materialize-digits_id_val"}
-            | {f"score-lite0-{m}" for m in methods}
-            | {"evaluate-lite0"}
+            {"check", "materialize-digits_id_val", "leaderboard"}
+            | {f"{lite0}:score-{m}" for m in methods}
+            | {f"{lite0}:evaluate"}
         )
         report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
         features = demo_workspace / "features" / "lite0"

@@ -43,24 +43,22 @@ def pipeline(
     ] = False,
 ) -> None:
     """Write dvc.yaml for params.yaml: stages, their params and their code dependencies."""
-    from oodbench.core.params import PIPELINE_FILE
-    from oodbench.formats.atomic import write_text
-    from oodbench.pipeline.check import describe_drift
-    from oodbench.pipeline.dvcyaml import generate
+    from oodbench.pipeline import dvcyaml
 
-    text = generate()
-    have = PIPELINE_FILE.read_text(encoding="utf-8") if PIPELINE_FILE.is_file() else ""
+    want = dvcyaml.generate()
+    difference = dvcyaml.drift(dvcyaml.existing(), want)
+    files = ", ".join(want)
     if check:
-        if have != text:
-            typer.echo(f"{PIPELINE_FILE}: out of date ({describe_drift(have, text)})", err=True)
+        if difference is not None:
+            typer.echo(f"pipeline files out of date ({difference})", err=True)
             raise typer.Exit(1)
-        typer.echo(f"{PIPELINE_FILE}: up to date")
+        typer.echo(f"up to date: {files}")
         return
-    if have == text:
-        typer.echo(f"{PIPELINE_FILE}: already up to date")
+    if difference is None:
+        typer.echo(f"already up to date: {files}")
         return
-    write_text(PIPELINE_FILE, text)
-    typer.echo(f"wrote {PIPELINE_FILE} ({describe_drift(have, text)})")
+    dvcyaml.write(Path(), want)
+    typer.echo(f"wrote {files} ({difference})")
 
 
 @app.command()

@@ -5,13 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+PIPELINE = Path("dvc.yaml")
+#: one dvc.yaml (and dvc.lock) per backbone: DVC rewrites a stage's lock file after every
+#: stage, so small per-backbone files keep that cost flat in the number of backbones
+BACKBONE_PIPELINES = Path("pipelines")
 DEMO_DATA = Path("data/demo")
 DATALISTS = Path("datalists")
 MANIFESTS = Path("data/manifests")
 FEATURES = Path("features")
 SCORES = Path("scores")
 METRICS = Path("metrics")
+LEADERBOARD = METRICS / "leaderboard.md"
 PLOTS = Path("plots")
+
+
+def backbone_pipeline(backbone: str) -> Path:
+    return BACKBONE_PIPELINES / backbone / "dvc.yaml"
 
 
 def datalist_path(dataset: str) -> Path:

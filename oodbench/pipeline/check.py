@@ -145,29 +145,11 @@ def check_settings(params: dict[str, Any]) -> None:
 
 
 def check_pipeline_file(params: dict[str, Any], root: Path) -> None:
-    """dvc.yaml must be what ``oodbench pipeline`` writes for this params.yaml."""
-    path = root / P.PIPELINE_FILE
-    want = dvcyaml.render(dvcyaml.build(params, root))
-    have = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if have != want:
+    """dvc.yaml (and pipelines/<bb>/dvc.yaml) must be what ``oodbench pipeline`` writes."""
+    want = {f: dvcyaml.render(s) for f, s in dvcyaml.build(params, root).items()}
+    difference = dvcyaml.drift(dvcyaml.existing(root), want)
+    if difference is not None:
         raise ParamsError(
-            f"{P.PIPELINE_FILE}: out of date with params.yaml and the code "
-            f"({describe_drift(have, want)}); run `oodbench pipeline`, then `dvc repro`"
+            f"{P.PIPELINE_FILE}: out of date with params.yaml and the code ({difference}); "
+            "run `oodbench pipeline`, then `dvc repro`"
         )
-
-
-def describe_drift(have: str, want: str) -> str:
-    """A short account of how two dvc.yaml texts differ, by stage."""
-    import yaml
-
-    old = (yaml.safe_load(have) or {}).get("stages") or {} if have else {}
-    new = (yaml.safe_load(want) or {}).get("stages") or {}
-    added = [s for s in new if s not in old]
-    removed = [s for s in old if s not in new]
-    changed = [s for s in new if s in old and new[s] != old[s]]
-    parts = []
-    for label, names in (("new", added), ("gone", removed), ("changed", changed)):
-        if names:
-            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            parts.append(f"{label}: {shown}")
-    return "; ".join(parts) or "formatting differs"

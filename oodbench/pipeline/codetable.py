@@ -11,12 +11,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from oodbench.core import params as P
 from oodbench.formats import specs
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
+from oodbench.pipeline.dvcyaml import existing
+from oodbench.pipeline.dvcyaml import stages_of as stages_of_files
 from oodbench.pipeline.resolve import code_groups
 
 CODE_DIR = specs.code_digest("x").parent.as_posix() + "/"
@@ -35,7 +35,7 @@ def stages_of(root: Path) -> dict[str, set[str]]:
         group: set(closure(entries, root))
         for group, entries in code_groups(params, Benchmark.of(params)).items()
     }
-    stages: dict[str, Any] = yaml.safe_load((root / P.PIPELINE_FILE).read_text())["stages"]
+    stages: dict[str, Any] = stages_of_files(existing(root))
     out: dict[str, set[str]] = {f: set() for f in project_files(root)}
     for name, stage in stages.items():
         deps = stage.get("deps", [])
@@ -51,7 +51,8 @@ def stages_of(root: Path) -> dict[str, set[str]]:
 
 
 def kind(stage: str) -> str:
-    return stage.split("-", 1)[0]
+    """``pipelines/lite0/dvc.yaml:score-knn`` -> ``score``."""
+    return stage.rsplit(":", 1)[-1].split("-", 1)[0]
 
 
 def render_table(root: Path = Path()) -> str:
@@ -71,7 +72,7 @@ dvc.yaml; `tests/test_code_deps.py` appends a comment to every file of a built d
 workspace and checks that `dvc status` then lists exactly these stages. Every edit also
 reruns the `check` stage (seconds), which recomputes the code digests the other stages
 depend on (`build/specs/code/*.json`). Counts are for the committed demo benchmark
-(2 backbones, 5 datasets, 25 methods).
+(dvc.yaml and pipelines/<backbone>/dvc.yaml).
 
 <!-- table -->
 """

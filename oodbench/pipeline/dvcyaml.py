@@ -56,31 +56,49 @@ def spec(path: Path) -> str:
     return path.as_posix()
 
 
-def build(params: dict[str, Any], root: Path = Path()) -> dict[str, dict[str, Any]]:
-    """Every stage of the benchmark in params.yaml, in dependency order."""
+Stages = dict[str, dict[str, Any]]
+
+
+def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
+    """Every stage of the benchmark in params.yaml, by pipeline file, in dependency order:
+    ``dvc.yaml`` holds what all backbones share (demo, check, materialize, the leaderboard),
+    ``pipelines/<bb>/dvc.yaml`` one backbone's extract, fc, score and evaluate stages."""
     bench = Benchmark.of(params)
-    stages: dict[str, dict[str, Any]] = {}
+    shared: Stages = {}
     if demo_used(params, bench):
-        stages["demo"] = demo_stage(root)
-    stages["check"] = check_stage(params, bench, root)
+        shared["demo"] = demo_stage(root)
+    shared["check"] = check_stage(params, bench, root)
     for dataset in bench.datasets:
-        stages[f"materialize-{dataset}"] = materialize_stage(dataset, root)
+        shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
+    shared["leaderboard"] = leaderboard_stage(bench)
+    files = {paths.PIPELINE.as_posix(): shared}
     for backbone in bench.backbones:
-        source = bench.features_of(backbone)
-        model = model_block(params, source)
-        if source == backbone:  # an entry with `features: <bb>` reuses <bb>'s features
-            for dataset in bench.datasets:
-                stages[f"extract-{backbone}-{dataset}"] = extract_stage(
-                    backbone, model, dataset, root
-                )
-        head = {**model, **model_block(params, backbone)}
-        stages[f"fc-{backbone}"] = fc_stage(bench, backbone, head, root)
-        for method in bench.methods_of(backbone):
-            stages[f"score-{backbone}-{method}"] = score_stage(
-                params, bench, backbone, method, root
-            )
-        stages[f"evaluate-{backbone}"] = evaluate_stage(bench, backbone, root)
-    return stages
+        files[paths.backbone_pipeline(backbone).as_posix()] = backbone_stages(
+            params, bench, backbone, root
+        )
+    return files
+
+
+def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, root: Path) -> Stages:
+    """One backbone's stages; they run in the project root (``wdir``), like the others."""
+    stages: Stages = {}
+    source = bench.features_of(backbone)
+    model = model_block(params, source)
+    if source == backbone:  # an entry with `features: <bb>` reuses <bb>'s features
+        for dataset in bench.datasets:
+            stages[f"extract-{dataset}"] = extract_stage(backbone, model, dataset, root)
+    head = {**model, **model_block(params, backbone)}
+    stages["fc"] = fc_stage(bench, backbone, head, root)
+    for method in bench.methods_of(backbone):
+        stages[f"score-{method}"] = score_stage(params, bench, backbone, method, root)
+    stages["evaluate"] = evaluate_stage(bench, backbone, root)
+    up = "/".join([".."] * (len(paths.backbone_pipeline(backbone).parts) - 1))
+    return {name: {"wdir": up, **stage} for name, stage in stages.items()}
+
+
+def address(file: str, stage: str) -> str:
+    """How DVC names a stage: ``name`` in dvc.yaml, ``path/dvc.yaml:name`` elsewhere."""
+    return stage if file == paths.PIPELINE.as_posix() else f"{file}:{stage}"
 
 
 def demo_used(params: dict[str, Any], bench: Benchmark) -> bool:
@@ -160,6 +178,7 @@ def extract_stage(backbone: str, model: dict[str, Any], dataset: str, root: Path
             spec(specs.extract_spec()),
             paths.manifest_path(dataset).as_posix(),
             *local_file(model.get("checkpoint")),
+            *local_file(model.get("clip_config")),  # a CLIP architecture file
             spec(specs.code_digest("extract")),
         ],
         "outs": [paths.features_dir(backbone, dataset).as_posix()],
@@ -185,6 +204,7 @@ def fc_stage(bench: Benchmark, backbone: str, model: dict[str, Any], root: Path)
             # a probe's outputs, CLIP prompts, MOS classes, a fine-tuned head's names
             paths.classes_record_path(bench.id_train).as_posix(),
             *(local_file(model.get("checkpoint")) if loads_model else []),
+            *(local_file(model.get("clip_config")) if loads_model else []),
             *local_file(model.get("groups")),
             *local_file(model.get("classes")),
             spec(specs.code_digest("fc")),
@@ -223,6 +243,19 @@ def score_stage(
     }
 
 
+def leaderboard_stage(bench: Benchmark) -> dict[str, Any]:
+    """The leaderboard of every backbone; as the last stage of dvc.yaml it also makes a
+    plain `dvc repro` run every backbone's pipeline file."""
+    return {
+        "cmd": f"python {script('leaderboard')} --backbones {','.join(bench.backbones)}",
+        "deps": [
+            *(paths.metrics_path(b).as_posix() for b in bench.backbones),
+            spec(specs.code_digest("leaderboard")),
+        ],
+        "outs": [{paths.LEADERBOARD.as_posix(): {"cache": False, "persist": True}}],
+    }
+
+
 def evaluate_stage(bench: Benchmark, backbone: str, root: Path) -> dict[str, Any]:
     source = bench.features_of(backbone)
     return {
@@ -237,10 +270,13 @@ def evaluate_stage(bench: Benchmark, backbone: str, root: Path) -> dict[str, Any
             paths.classes_record_path(bench.id_val).as_posix(),
             spec(specs.code_digest("evaluate")),
         ],
-        "metrics": [{paths.metrics_path(backbone).as_posix(): {"cache": False}}],
+        # persist: DVC deletes a stage's outputs before running it; the results a user
+        # has stay until evaluate writes new ones (atomically), even if a stage fails
+        "metrics": [{paths.metrics_path(backbone).as_posix(): {"cache": False, "persist": True}}],
         "plots": [
             {
                 (paths.plots_dir(backbone) / "roc").as_posix(): {
+                    "persist": True,
                     "x": "fpr",
                     "y": "tpr",
                     "x_label": "FPR (OOD accepted)",
@@ -250,6 +286,7 @@ def evaluate_stage(bench: Benchmark, backbone: str, root: Path) -> dict[str, Any
             },
             {
                 (paths.plots_dir(backbone) / "hist").as_posix(): {
+                    "persist": True,
                     "x": "score",
                     "y": "density",
                     "template": "id_ood_histogram",
@@ -259,11 +296,63 @@ def evaluate_stage(bench: Benchmark, backbone: str, root: Path) -> dict[str, Any
     }
 
 
-def render(stages: dict[str, dict[str, Any]]) -> str:
+def render(stages: Stages) -> str:
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=100, default_flow_style=False)
     return HEADER + body
 
 
-def generate(params_file: Path = P.PARAMS_FILE, root: Path = Path()) -> str:
-    """The dvc.yaml text for the params.yaml in `root`."""
-    return render(build(P.read_params_file(root / params_file), root))
+def generate(root: Path = Path()) -> dict[str, str]:
+    """The text of every pipeline file for the params.yaml in `root`."""
+    files = build(P.read_params_file(root / P.PARAMS_FILE), root)
+    return {file: render(stages) for file, stages in files.items()}
+
+
+def existing(root: Path = Path()) -> dict[str, str]:
+    """The pipeline files in `root` now: dvc.yaml and every pipelines/<bb>/dvc.yaml."""
+    found = [root / paths.PIPELINE, *sorted((root / paths.BACKBONE_PIPELINES).glob("*/dvc.yaml"))]
+    return {
+        p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in found if p.is_file()
+    }
+
+
+def stages_of(texts: dict[str, str]) -> dict[str, Any]:
+    """Every stage of the files, by DVC address."""
+    out = {}
+    for file, text in texts.items():
+        for name, stage in ((yaml.safe_load(text) or {}).get("stages") or {}).items():
+            out[address(file, name)] = stage
+    return out
+
+
+def drift(have: dict[str, str], want: dict[str, str]) -> str | None:
+    """How the pipeline files differ, by stage (None: identical)."""
+    if have == want:
+        return None
+    old, new = stages_of(have), stages_of(want)
+    added = [s for s in new if s not in old]
+    removed = [s for s in old if s not in new]
+    changed = [s for s in new if s in old and new[s] != old[s]]
+    parts = []
+    for label, names in (("new", added), ("gone", removed), ("changed", changed)):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts) or "formatting differs"
+
+
+def write(root: Path, want: dict[str, str]) -> None:
+    """Write the pipeline files; remove those of backbones no longer in the benchmark
+    (with their dvc.lock: DVC would otherwise keep their stages)."""
+    from oodbench.formats.atomic import write_text
+
+    for file, text in want.items():
+        path = root / file
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            write_text(path, text)
+    for file in existing(root):
+        if file not in want:
+            (root / file).unlink()
+            (root / file).with_name("dvc.lock").unlink(missing_ok=True)
+            folder = (root / file).parent
+            if not any(folder.iterdir()):
+                folder.rmdir()

@@ -43,7 +43,8 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
 def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]]:
     """The entry files of each group of stages that run the same code: a stage kind, or
     the score stages of one registered method (``score-<name>``: the script + its module)."""
-    groups = {kind: [f"stages/{kind}.py"] for kind in ("materialize", "extract", "fc", "evaluate")}
+    kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard")
+    groups = {kind: [f"stages/{kind}.py"] for kind in kinds}
     for key in bench.all_methods:
         name = method_name(params, key)
         groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]

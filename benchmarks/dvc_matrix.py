@@ -1,0 +1,230 @@
+"""DVC's own cost at the full benchmark matrix: status, a no-op repro, rerunning stages.
+
+Builds a workspace with B backbones x M methods x D datasets (default the full matrix,
+11 x 27 x 12) whose artifacts are copies of one real small demo run (nothing is
+extracted for the matrix), records them with `dvc commit`, then measures:
+- `dvc status` and a no-op `dvc repro` (wall seconds),
+- the DVC overhead per stage of a repro that reruns K score stages (wall time minus the
+  stages' own command time, minus the no-op repro's fixed cost, divided by K),
+- the size of the lock files, and the projected bookkeeping of a full repro
+  (overhead per stage x stages).
+`--layout single` puts every stage in one dvc.yaml (one dvc.lock, the old layout's
+shape); the default is the pipeline's own: dvc.yaml + one pipelines/<bb>/dvc.yaml each.
+
+    python benchmarks/dvc_matrix.py                      # 11 x 27 x 12, both layouts
+    python benchmarks/dvc_matrix.py --backbones 2 --layouts split
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+SMALL_DEMO = {
+    "seed": 0,
+    "train_per_class": 20,
+    "val_per_class": 4,
+    "near_per_class": 4,
+    "crops_per_texture": 4,
+    "crops_per_photo": 2,
+    "crop_size": 64,
+}
+EXTRA_METHODS = {  # two more keys on top of the demo's 25 (+ mos, mcm are backbone-specific)
+    "react_p95": {"method": "react", "quantile": 0.95},
+    "knn_k10": {"method": "knn", "k": 10},
+}
+
+
+def sh(cmd: list[str], cwd: Path) -> float:
+    """Run `cmd`; return its wall seconds (fail loudly)."""
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def copy_project(dest: Path) -> None:
+    for name in ("params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(ROOT / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("stages", "oodbench", "configs"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    sh(["git", "init", "-q"], dest)
+
+
+def real_run(dest: Path) -> None:
+    """One small real demo run: the artifacts every matrix stage's outputs copy."""
+    copy_project(dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["demo"] = dict(SMALL_DEMO)
+    params["benchmark"]["backbones"] = ["lite0"]
+    params["probe"]["epochs"] = 5
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["oodbench", "pipeline"], dest)
+    sh(["dvc", "repro"], dest)
+
+
+def matrix_params(real: Path, backbones: int, methods: int, datasets: int) -> dict:
+    params = yaml.safe_load((real / "params.yaml").read_text())
+    demo_sets = ["digits_id_train", "digits_id_val", "digits_near", "textures", "photos"]
+    names = [f"ds{i:02d}" for i in range(datasets)]
+    source = {names[0]: demo_sets[0], names[1]: demo_sets[1]}
+    source |= {n: demo_sets[2 + i % 3] for i, n in enumerate(names[2:])}
+    params.pop("demo")
+    params["datasets"] = {
+        n: {"root": "data/demo", "group": "near" if source[n] == "digits_near" else "far"}
+        for n in names
+    }
+    keys = list(params["methods"])[:25] + list(EXTRA_METHODS)
+    params["methods"] |= EXTRA_METHODS
+    bbs = [f"bb{i:02d}" for i in range(backbones)]
+    params["backbones"] = {b: dict(params["backbones"]["lite0"]) for b in bbs}
+    params["benchmark"].update(
+        backbones=bbs,
+        methods=keys[:methods],
+        id_train=names[0],
+        id_val=names[1],
+        ood=names[2:],
+    )
+    params["_source"] = source
+    return params
+
+
+def fake_outputs(ws: Path, real: Path, params: dict) -> None:
+    """Every stage's outputs, copied from the real run (renamed where a file names itself)."""
+    source = params.pop("_source")
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(real / "data" / "demo", ws / "data" / "demo")
+    for ds, src in source.items():
+        for suffix in (".txt",):
+            shutil.copy2(real / "datalists" / f"{src}{suffix}", ws / "datalists" / f"{ds}{suffix}")
+        for suffix in (".parquet", ".classes.json"):
+            dest = ws / "data" / "manifests" / f"{ds}{suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(real / "data" / "manifests" / f"{src}{suffix}", dest)
+    for bb in params["benchmark"]["backbones"]:
+        for ds, src in source.items():
+            dest = ws / "features" / bb / ds
+            shutil.copytree(real / "features" / "lite0" / src, dest)
+            info = json.loads((dest / "info.json").read_text())
+            (dest / "info.json").write_text(json.dumps(info | {"backbone": bb, "dataset": ds}))
+        shutil.copy2(
+            real / "features/lite0/fc.safetensors", ws / "features" / bb / "fc.safetensors"
+        )
+        (ws / "scores" / bb).mkdir(parents=True, exist_ok=True)
+        for method in params["benchmark"]["methods"]:
+            shutil.copy2(
+                real / "scores/lite0/msp.parquet", ws / "scores" / bb / f"{method}.parquet"
+            )
+        (ws / "metrics").mkdir(exist_ok=True)
+        shutil.copy2(real / "metrics/lite0.json", ws / "metrics" / f"{bb}.json")
+        shutil.copytree(real / "plots/lite0", ws / "plots" / bb)
+    shutil.copy2(real / "metrics/leaderboard.md", ws / "metrics/leaderboard.md")
+
+
+def single_file(ws: Path) -> None:
+    """Every stage in dvc.yaml (names prefixed with the backbone): one lock file."""
+    from oodbench.pipeline import dvcyaml
+
+    merged = {}
+    for file, text in dvcyaml.existing(ws).items():
+        stages = yaml.safe_load(text)["stages"]
+        prefix = "" if file == "dvc.yaml" else Path(file).parent.name + "-"
+        for name, stage in stages.items():
+            stage.pop("wdir", None)
+            merged[prefix + name] = stage
+        if file != "dvc.yaml":
+            shutil.rmtree(ws / Path(file).parent)
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": merged}, sort_keys=False))
+
+
+def build(workdir: Path, real: Path, layout: str, args: argparse.Namespace) -> Path:
+    ws = workdir / layout
+    params = matrix_params(real, args.backbones, args.methods, args.datasets)
+    (ws / "datalists").mkdir(exist_ok=True)
+    fake_outputs(ws, real, params)
+    sh(["oodbench", "pipeline"], ws)
+    sh([sys.executable, "stages/check.py"], ws)  # the specs the stages depend on
+    if layout == "single":
+        single_file(ws)
+    sh(["git", "add", "-A"], ws)
+    return ws
+
+
+def measure(ws: Path, rerun: int) -> dict[str, float]:
+    stages = len(
+        re.findall(r"^\S+:\s*$", subprocess.run(["dvc", "status"], cwd=ws, env=ENV,
+                   capture_output=True, text=True).stdout, flags=re.M)
+    )  # fmt: skip
+    out = {"stages": stages}
+    out["commit s"] = sh(["dvc", "commit", "-f", "-q"], ws)
+    out["status s"] = sh(["dvc", "status", "-q"], ws)
+    out["noop repro s"] = sh(["dvc", "repro"], ws)
+    locks = [*ws.glob("dvc.lock"), *ws.glob("pipelines/*/dvc.lock")]
+    out["lock KB (largest)"] = max(p.stat().st_size for p in locks) / 1024
+    out["lock KB (all)"] = sum(p.stat().st_size for p in locks) / 1024
+    listed = yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["backbones"]
+    targets, cmd_seconds = [], 0.0
+    for bb in listed[:rerun]:
+        name = f"pipelines/{bb}/dvc.yaml:score-msp"
+        if not (ws / f"pipelines/{bb}/dvc.yaml").exists():
+            name = f"{bb}-score-msp"
+        targets.append(name)
+        cmd_seconds += sh(
+            [sys.executable, "stages/score.py", "--backbone", bb, "--method", "msp"], ws
+        )
+    wall = sh(["dvc", "repro", "-f", "-s", *targets], ws)
+    out["rerun stages"] = len(targets)
+    out["overhead per stage s"] = (wall - cmd_seconds - out["noop repro s"]) / len(targets)
+    out["projected bookkeeping s"] = out["overhead per stage s"] * stages
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backbones", type=int, default=11)
+    parser.add_argument("--methods", type=int, default=27)
+    parser.add_argument("--datasets", type=int, default=12)
+    parser.add_argument("--layouts", default="single,split")
+    parser.add_argument("--rerun", type=int, default=4, help="score stages rerun together")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="dvc-matrix-"))
+    real = workdir / "real"
+    real.mkdir()
+    t = time.perf_counter()
+    real_run(real)
+    print(f"real demo run: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    rows = {}
+    for layout in args.layouts.split(","):
+        ws = workdir / layout
+        ws.mkdir()
+        copy_project(ws)
+        build(workdir, real, layout, args)
+        rows[layout] = measure(ws, args.rerun)
+        print(f"{layout}: {rows[layout]}", file=sys.stderr)
+    keys = list(next(iter(rows.values())))
+    print(f"\n{args.backbones} backbones x {args.methods} methods x {args.datasets} datasets")
+    print("| " + " | ".join(["layout", *keys]) + " |")
+    print("|" + "---|" * (len(keys) + 1))
+    for layout, row in rows.items():
+        cells = [f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        print("| " + " | ".join([layout, *cells]) + " |")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
