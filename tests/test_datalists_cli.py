@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from oodbench.data.datalist import parse_datalist
+from tests.faults_catalogue import catalogue
 
 
 def oodbench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -233,6 +234,7 @@ def test_from_folder_classes(work: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = (work / "datalists" / "toy.txt").read_text().splitlines()
     assert lines == [
+        "# root: data/toy",
         "a_class/sub/x.JPEG 0",
         "b_class/10.jpg 1",
         "b_class/2.png 1",
@@ -243,7 +245,7 @@ def test_from_folder_classes(work: Path) -> None:
     entries = parse_datalist(work / "datalists" / "toy.txt", root=root)
     assert [e.path for e in entries][-1] == "c class/y z.png"
     first = (work / "datalists" / "toy.txt").read_bytes()
-    assert oodbench(work, "from-folder", "data/toy", "--name", "toy").returncode == 0
+    assert oodbench(work, "from-folder", "data/toy", "--name", "toy", "--force").returncode == 0
     assert (work / "datalists" / "toy.txt").read_bytes() == first  # stable
 
 
@@ -255,6 +257,7 @@ def test_from_folder_ood_under_and_exclude(work: Path) -> None:
                       "--exclude", "bubbly", "--name", "texture")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (work / "datalists" / "texture.txt").read_text().splitlines() == [
+        "# root: data/dtd",
         "images/banded/banded_1.jpg -1",
         "images/zigzagged/zigzagged_1.jpg -1",
     ]
@@ -284,10 +287,151 @@ def test_params_and_classes_commands(work: Path) -> None:
     result = oodbench(work, "params", "imagenet_val", "texture")
     assert result.returncode == 0, result.stderr
     assert set(yaml.safe_load(result.stdout)["datasets"]) == {"imagenet_val", "texture"}
-    assert_error(oodbench(work, "params", "nope"), "unknown dataset 'nope'")
+    assert_error(
+        oodbench(work, "params", "nope"), "unknown dataset 'nope'", "no datalists/nope.txt"
+    )
+    (work / "datalists").mkdir()
+    (work / "datalists" / "imagenet_val.txt").write_text(
+        "".join(f"val/{i}.JPEG {i}\n" for i in range(1000))
+    )
     result = oodbench(work, "classes", "--name", "imagenet_val")
     assert result.returncode == 0, result.stderr
     wnids = (work / "datalists" / "imagenet_val.classes.txt").read_text().split()
     assert len(wnids) == 1000 and wnids[0] == "n01440764"
     assert_error(oodbench(work, "classes", "--name", "x", "--order", "devkit"), "--devkit")
     assert "imagenet_val" in oodbench(work, "list").stdout
+
+
+@catalogue(
+    "datalist",
+    'an OpenOOD imglist has dict extras (`path {"label": 0}`, OpenOOD\'s benchmark_imglist style)',
+    "import-openood takes the label from the dict (-1 when it has none); a malformed "
+    "extra is a line error",
+)
+def test_import_openood_dict_extras(work: Path) -> None:
+    src = work / "test_ssb_hard.txt"
+    src.write_text(
+        'ssb_hard/n00000001/a.JPEG {"label": 0}\n'
+        "ssb_hard/n00000001/b.JPEG {'label': 7, 'domain': 'x'}\n"
+        "ssb_hard/n00000002/c.JPEG {'other': 1}\n"
+        "ssb_hard/n00000002/d.JPEG -1\n"
+    )
+    result = oodbench(work, "import-openood", str(src), "--name", "ssb_hard")
+    assert result.returncode == 0, result.stderr
+    assert (work / "datalists" / "ssb_hard.txt").read_text().splitlines() == [
+        "n00000001/a.JPEG 0",
+        "n00000001/b.JPEG 7",
+        "n00000002/c.JPEG -1",
+        "n00000002/d.JPEG -1",
+    ]
+    bad = work / "bad.txt"
+    bad.write_text("x/a.JPEG {'label': 0}\nx/b.JPEG {'label': 'cat'}\n")
+    assert_error(
+        oodbench(work, "import-openood", str(bad), "--name", "b"),
+        "bad.txt: line 2",
+        "'label'",
+        "not an integer",
+    )
+    bad.write_text("x/a.JPEG {'label': __import__('os').getcwd()}\n")
+    assert_error(
+        oodbench(work, "import-openood", str(bad), "--name", "b"),
+        "line 1",
+        "neither an integer label nor a dict literal",
+    )
+    assert leftovers(work / "datalists") == ["ssb_hard.txt"]
+
+
+@catalogue(
+    "datalist",
+    "`from-folder` or `import-openood` would replace an existing list",
+    "refused naming the list (and its classes file) unless `--force`; nothing is written",
+)
+def test_from_folder_refuses_to_overwrite_and_keeps_classes_consistent(work: Path) -> None:
+    root = work / "data" / "toy"
+    write_tree(root, {"a/1.png": png_bytes(1), "b/2.png": png_bytes(2), "c/3.png": png_bytes(3)})
+    assert oodbench(work, "from-folder", "data/toy", "--name", "toy").returncode == 0
+    listed = work / "datalists" / "toy.txt"
+    names = work / "datalists" / "toy.classes.txt"
+    before = (listed.read_bytes(), names.read_bytes())
+    again = oodbench(work, "from-folder", "data/toy", "--name", "toy", "--labels", "none")
+    assert_error(again, "datalists/toy.txt and datalists/toy.classes.txt already exist", "--force")
+    assert (listed.read_bytes(), names.read_bytes()) == before
+    # the same listing as OOD with --force: the class names no longer apply, so they go
+    forced = oodbench(work, "from-folder", "data/toy", "--name", "toy", "--labels", "none",
+                      "--force")  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert [e.label for e in parse_datalist(listed)] == [-1, -1, -1]
+    assert not names.exists()
+    # with classes again, the names come back with the list
+    (root / "d").mkdir()
+    (root / "d" / "4.png").write_bytes(png_bytes(4))
+    forced = oodbench(work, "from-folder", "data/toy", "--name", "toy", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert names.read_text().splitlines() == ["a", "b", "c", "d"]
+    assert [e.label for e in parse_datalist(listed)] == [0, 1, 2, 3]
+    src = work / "imglist.txt"
+    src.write_text("toy/a/1.png 0\n")
+    assert_error(oodbench(work, "import-openood", str(src), "--name", "toy"), "--force")
+    assert [e.label for e in parse_datalist(listed)] == [0, 1, 2, 3]
+
+
+@catalogue(
+    "datalist",
+    "`datalists classes` is asked for ImageNet wnids of a list whose labels are not "
+    "ImageNet-1k's (a 3-class list of one's own, labels beyond 999, an OOD list)",
+    "refused, saying how many classes the list has and how to name them instead; "
+    "`--imagenet-subset` accepts a subset that kept ImageNet's numbering",
+)
+def test_classes_refuses_a_list_that_is_not_imagenet(work: Path) -> None:
+    lists = work / "datalists"
+    lists.mkdir()
+    (lists / "pets.txt").write_text("cat/1.png 0\ndog/2.png 1\nfox/3.png 2\n")
+    assert_error(
+        oodbench(work, "classes", "--name", "pets"),
+        "datalists/pets.txt: its labels name 3 classes (0..2), not the 1000 of ImageNet-1k",
+        "--imagenet-subset",
+        "from-folder",
+    )
+    (lists / "big.txt").write_text("a.png 0\nb.png 1000\n")
+    assert_error(oodbench(work, "classes", "--name", "big"), "label 1000 is beyond ImageNet-1k")
+    (lists / "ood.txt").write_text("a.png -1\n")
+    assert_error(oodbench(work, "classes", "--name", "ood"), "every label is -1")
+    assert_error(oodbench(work, "classes", "--name", "absent"), "datalists/absent.txt: not found")
+    assert leftovers(lists) == ["big.txt", "ood.txt", "pets.txt"]
+    subset = oodbench(work, "classes", "--name", "pets", "--imagenet-subset")
+    assert subset.returncode == 0, subset.stderr
+    assert (lists / "pets.classes.txt").read_text().split()[:2] == ["n01440764", "n01443537"]
+    assert_error(
+        oodbench(work, "classes", "--name", "pets", "--imagenet-subset"),
+        "datalists/pets.classes.txt already exists",
+        "--force",
+    )
+
+
+@catalogue(
+    "params",
+    "`datalists params NAME` names a list that is not in the registry (a user's own list)",
+    "a `datasets:` entry from the list: root from its `# root:` line or data/NAME when "
+    "its files are there, else a CHANGE-ME placeholder the check stage refuses",
+)
+def test_params_for_a_users_own_lists(work: Path) -> None:
+    root = work / "images" / "mine"
+    write_tree(root, {"a/1.png": png_bytes(1), "b/2.png": png_bytes(2)})
+    assert oodbench(work, "from-folder", "images/mine", "--name", "mine").returncode == 0
+    write_tree(work / "data" / "extra", {"x.png": png_bytes(3)})
+    (work / "datalists" / "extra.txt").write_text("x.png -1\n")
+    (work / "datalists" / "lost.txt").write_text("somewhere/y.png -1\n")
+    result = oodbench(work, "params", "mine", "extra", "lost", "texture")
+    assert result.returncode == 0, result.stderr
+    block = yaml.safe_load(result.stdout)["datasets"]
+    assert block == {
+        "mine": {"root": "images/mine", "group": "id"},
+        "extra": {"root": "data/extra", "group": "far"},
+        "lost": {"root": "CHANGE-ME", "group": "far"},
+        "texture": {"root": "data/dtd", "group": "far"},
+    }
+    text = result.stdout
+    assert "datalists/mine.txt: 2 images, 2 classes (names: datalists/mine.classes.txt)" in text
+    assert "root the list's `# root:` line, its first 2 listed files exist there" in text
+    assert "'somewhere/y.png' was not found under data/lost" in text
+    assert "REPLACE the CHANGE-ME placeholder" in text

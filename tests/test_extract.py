@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,172 @@ def test_torchvision_decoder_refuses_configs_it_cannot_reproduce() -> None:
         JpegPixels.from_data_config({**config, "crop_mode": "squash"}, "backbones.x")
     with pytest.raises(ParamsError, match=r"backbones\.x uses 'nearest'"):
         JpegPixels.from_data_config({**config, "interpolation": "nearest"}, "backbones.x")
+
+
+def _stage_project(
+    tmp_path: Path, spec: dict, frame: pd.DataFrame, root: str, workers: int
+) -> Path:
+    """A project folder as the check and materialize stages leave it for `extract`:
+    params.yaml, the resolved specs and the manifest (whose root is `root`)."""
+    import yaml
+
+    project = tmp_path / "project"
+    (project / "data" / "manifests").mkdir(parents=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({"dataset": "mixed", "root": root})
+    pq.write_table(table, project / "data" / "manifests" / "mixed.parquet")
+    settings = {**SETTINGS, "num_workers": workers}
+    params = {"backbones": {"tiny": spec}, "extract": settings}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    write_spec(project / model_spec("tiny"), resolve.model_spec(params, "tiny"))
+    write_spec(project / extract_spec(), resolve.extract_spec(params))
+    return project
+
+
+def _extract_stage(project: Path, *prefix: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import subprocess
+
+    command = stage_command("extract", "--backbone", "tiny", "--dataset", "mixed")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [*prefix, *command[1:]] if prefix else command,  # prefix: the interpreter + a wrapper
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Caught DataError" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip().endswith(lines[0])  # the error is the last thing said
+    return lines[0]
+
+
+def _ok_rows(dataset) -> pd.DataFrame:
+    """The fixture's manifest rows (20 ok, one missing that extract skips)."""
+    _, manifest = dataset
+    return pd.read_parquet(manifest)
+
+
+@catalogue(
+    "images",
+    "the images are not in the workspace when `extract` runs (a queued experiment: "
+    "`dvc exp run --queue` + `dvc queue start` copies only git- or DVC-tracked files)",
+    "one line before any image is decoded: names the root (and where it was looked for) or "
+    "the first missing listed file, and says to `dvc add` the root or use an absolute root",
+)
+def test_stage_without_the_images_says_so_in_one_line(dataset, spec, tmp_path) -> None:
+    project = _stage_project(tmp_path, spec, _ok_rows(dataset), "data/mixed", workers=2)
+    line = _one_error_line(_extract_stage(project))
+    assert line.startswith(
+        "error: data/mixed: image root of dataset 'mixed' (recorded in "
+        f"data/manifests/mixed.parquet) does not exist in {project / 'data'}; "
+    ), line
+    assert (
+        "queued experiments (`dvc exp run --queue`, `dvc queue start`) run in a temporary copy"
+        in line
+    )
+    assert "`dvc add data/mixed`" in line and "datasets.mixed.root to an absolute path" in line
+    assert not (project / "features").exists()
+
+    # the root is there but the listed files are not (an empty folder, a partial copy)
+    root, _ = dataset
+    (project / "data" / "mixed" / "digits").mkdir(parents=True)
+    import shutil
+
+    shutil.copy(root / "digits" / "0.png", project / "data" / "mixed" / "digits" / "0.png")
+    line = _one_error_line(_extract_stage(project))
+    assert line.startswith(
+        "error: data/mixed/digits/1.png: listed in data/manifests/mixed.parquet but missing "
+        f"(19 of 20 sampled files under {project / 'data' / 'mixed'}); "
+    ), line
+    assert "`dvc add data/mixed`" in line
+    assert not (project / "features").exists()
+
+
+@catalogue(
+    "images",
+    "an image cannot be decoded inside a DataLoader worker process (`extract.num_workers` > 0)",
+    "one `error:` line naming the image, not torch's re-raised worker traceback",
+)
+def test_worker_data_error_is_one_line(dataset, spec, tmp_path) -> None:
+    import shutil
+
+    root, _ = dataset
+    project = _stage_project(tmp_path, spec, _ok_rows(dataset), str(tmp_path / "imgs"), workers=2)
+    shutil.copytree(root, tmp_path / "imgs")
+    (tmp_path / "imgs" / "photos" / "coffee-1.jpg").write_bytes(b"no longer a jpeg")
+    line = _one_error_line(_extract_stage(project))
+    assert line.startswith(
+        f"error: {tmp_path / 'imgs' / 'photos' / 'coffee-1.jpg'}: cannot read image ("
+    ), line
+    assert line.endswith("rerun `dvc repro` to re-check the dataset"), line
+
+
+@catalogue(
+    "images",
+    "a DataLoader worker is killed while decoding (the kernel's OOM killer, SIGKILL)",
+    "one line saying a worker died and to lower `extract.num_workers` / `batch_size`; "
+    "nothing is published, finished shards are kept for the rerun",
+)
+def test_killed_worker_is_one_line(dataset, spec, tmp_path) -> None:
+    import sys
+
+    root, _ = dataset
+    project = _stage_project(tmp_path, spec, _ok_rows(dataset), str(root), workers=2)
+    # the stage script as DVC runs it, with one image that kills its worker process
+    killer = tmp_path / "kill_one_worker.py"
+    killer.write_text(
+        "import os, runpy, signal, sys\n"
+        "from oodbench.models import extract\n"
+        "read = extract.ImageFiles.__getitem__\n"
+        "def die_on_row_9(self, i):\n"
+        "    if i == 9:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return read(self, i)\n"
+        "extract.ImageFiles.__getitem__ = die_on_row_9\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    line = _one_error_line(_extract_stage(project, sys.executable, str(killer)))
+    assert line.startswith(
+        "error: extract: an image-decoding worker died (DataLoader worker (pid"
+    ), line
+    assert "lower extract.num_workers or extract.batch_size" in line
+    assert not (project / "features" / "tiny" / "mixed").exists()  # nothing published
+
+
+@catalogue(
+    "files",
+    "the features folder cannot be written (read-only, or not a folder)",
+    "extract: one line naming the folder it could not create and how to make it writable",
+)
+def test_unwritable_features_folder_is_one_line(dataset, spec, tmp_path) -> None:
+    root, _ = dataset
+    project = _stage_project(tmp_path, spec, _ok_rows(dataset), str(root), workers=0)
+    (project / "features").write_text("a file where the folder should be\n")
+    line = _one_error_line(_extract_stage(project))
+    assert line.startswith("error: features/.work/tiny/mixed/"), line
+    assert "cannot create the work folder for features/tiny/mixed (Not a directory)" in line
+    assert "make features writable (`chmod -R u+w features`)" in line
+
+
+def test_read_only_features_folder_in_process(dataset, spec, tmp_path, monkeypatch) -> None:
+    """As root (CI) permissions do not stop a write, so EACCES is raised by hand here."""
+    import errno
+
+    _, manifest = dataset
+
+    def refuse(self, *args, **kwargs) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    out = tmp_path / "features" / "tiny" / "mixed"
+    with pytest.raises(DataError, match=r"\(Permission denied\); make .*features writable"):
+        E.run("tiny", spec, SETTINGS, manifest, out)

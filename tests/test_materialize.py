@@ -282,3 +282,22 @@ def test_cli_good_dataset(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     frame, _ = read_manifest(project / "data" / "manifests" / "good.parquet")
     assert len(frame) == 4
+
+
+@catalogue(
+    "datalist",
+    "a label is too large for a 64-bit integer (`99999999999999999999999`)",
+    "materialize: one line naming the list, the line and the label; no manifest",
+)
+def test_cli_oversized_label_names_the_line(project: Path) -> None:
+    (project / "datalists" / "good.txt").write_text(
+        "good/a.png 0\ngood/b.jpg 99999999999999999999999\n", encoding="utf-8"
+    )
+    result = _stage(project, "materialize", "--dataset", "good")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "error: datalists/good.txt: line 2: label 99999999999999999999999 is out of range "
+        "(a class index 0..C-1, stored as a 64-bit integer); fix the label, or write -1 for "
+        "unknown/OOD\n"
+    )
+    assert not (project / "data" / "manifests" / "good.parquet").exists()

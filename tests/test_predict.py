@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
-from oodbench.core.errors import ParamsError
+from oodbench.core.errors import DataError, ParamsError
 from oodbench.results.predict import MethodVerdict, Prediction, choose_detectors, render
 from tests.conftest import run
+from tests.faults_catalogue import catalogue
 
 PARAMS = {
     "benchmark": {"backbones": ["lite0"], "methods": ["msp", "local_react", "energy"]},
@@ -58,3 +61,38 @@ def test_cli_exits_2_with_one_line_before_loading_anything(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: predict: method 'local_react' (local_react) clips")
+
+
+def test_scores_print_with_four_significant_digits():
+    """kNN scores of unnormalised features reach 1e21: %.4f printed 22 digits."""
+    verdicts = [
+        MethodVerdict("knn", -1.234567e21, -9.87654e20, False),
+        MethodVerdict("msp", 0.000012345, 0.5, False),
+        MethodVerdict("energy", 12.3456, 10.0, True),
+    ]
+    lines = render(Prediction("x.png", "lite0", [("0", 0.9)], verdicts), "table").splitlines()
+    assert lines[-3] == "knn              -1.235e+21   -9.877e+20  OUT-OF-DISTRIBUTION"
+    assert lines[-2] == "msp               1.234e-05          0.5  OUT-OF-DISTRIBUTION"
+    assert lines[-1] == "energy                12.35           10  in-distribution"
+    assert '"score": -1.234567e+21' in render(Prediction("x", "b", [], verdicts), "json")
+
+
+@catalogue(
+    "images",
+    "`oodbench predict` is given an image over the pixel limit materialize applies "
+    "(PIL itself refuses only above twice that)",
+    "one line naming the image and its size; the same MAX_PIXELS everywhere",
+)
+def test_predict_refuses_images_materialize_refuses(tmp_path):
+    from PIL import Image
+
+    from oodbench.data import images, materialize
+    from oodbench.results.predict import image_features
+
+    assert materialize.MAX_PIXELS == images.MAX_PIXELS == Image.MAX_IMAGE_PIXELS
+    big = tmp_path / "big.png"
+    Image.new("1", (12_000, 12_000)).save(big)  # 144 Mpx: between PIL's limit and twice it
+    reason = "too large (12000x12000 > 89478485 pixels)"
+    assert materialize.decode_status(big) == reason
+    with pytest.raises(DataError, match=rf"big\.png: {re.escape(reason)}; resize it"):
+        image_features(big, "lite0", {"timm": "no_model_is_loaded_before_the_check"})

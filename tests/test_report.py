@@ -16,7 +16,9 @@ from oodbench.cli.app import app
 from oodbench.core.errors import DataError
 from oodbench.results import report
 from oodbench.results.figure import metric_matrix, write_png
-from oodbench.results.plots import ROC_GRID, histogram, roc_points
+from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points
+from tests.conftest import run
+from tests.faults_catalogue import catalogue
 
 
 def fake_metrics(offset: float) -> dict:
@@ -53,10 +55,14 @@ def metrics_dir(tmp_path):
 def test_csv_puts_backbones_side_by_side(metrics_dir):
     text = report.render(report.load_all(metrics_dir), "auroc", "csv")
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0][:3] == ["method", "lite0:digits", "lite0:textures"]
-    assert "lite1:mean" in rows[0]
+    assert rows[0][:3] == [
+        "method",
+        "lite0:digits auroc (fraction 0-1)",
+        "lite0:textures auroc (fraction 0-1)",
+    ]
+    assert "lite1:mean auroc (fraction 0-1)" in rows[0]
     assert [r[0] for r in rows[1:]] == ["msp", "energy"]
-    assert float(rows[1][rows[0].index("lite1:digits")]) == pytest.approx(0.65)
+    assert float(rows[1][rows[0].index("lite1:digits auroc (fraction 0-1)")]) == pytest.approx(0.65)
 
 
 def test_markdown_marks_the_best_per_column(metrics_dir):
@@ -121,7 +127,8 @@ def test_summary_figure_matrix_order(metrics_dir, tmp_path):
 def test_histogram_is_long_format_with_both_samples():
     rng = np.random.default_rng(0)
     frame = histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200))
-    assert list(frame.columns) == ["score", "density", "sample"]
+    assert list(frame.columns) == ["score", "density", "sample", "x_scale"]
+    assert set(frame["x_scale"]) == {"linear"}
     for sample in ("id", "ood"):
         part = frame[frame["sample"] == sample]
         widths = np.diff(part["score"].to_numpy())
@@ -196,3 +203,76 @@ def test_roc_points_are_sklearns_curve_on_the_grid(decimals):
         np.testing.assert_allclose(got["tpr"], steps, atol=1e-12)
     # the grid's area is sklearn's to within one grid cell of fpr
     assert auc(got["fpr"], got["tpr"]) == pytest.approx(auc(fpr, tpr), abs=ROC_GRID[1])
+
+
+@pytest.mark.parametrize(
+    ("id_scores", "ood_scores", "scale"),
+    [
+        # kNN of unnormalised features: negative distances from -1e21 to -1e3
+        (-np.logspace(3, 5, 50), -np.logspace(18, 21, 30), "-log10(-score)"),
+        (np.logspace(10, 21, 50), np.logspace(0, 2, 30), "log10"),
+        # mixed signs, a few huge outliers: the bulk would fill < 0.1% of the axis
+        (np.r_[np.linspace(-1, 1, 200), [1e21] * 3], np.linspace(-2, 0, 30), "rank"),
+        (np.linspace(2, 9, 40), np.linspace(1, 3, 40), "linear"),  # under 3 decades
+        (np.linspace(-5, 5, 40), np.linspace(-6, 1, 40), "linear"),
+    ],
+)
+def test_histograms_of_scores_over_many_decades_are_transformed(id_scores, ood_scores, scale):
+    assert histogram_scale(np.r_[id_scores, ood_scores]) == scale
+    frame = histogram(id_scores, ood_scores)
+    assert set(frame["x_scale"]) == {scale}
+    axis = frame["score"].to_numpy()
+    if scale == "-log10(-score)":  # higher is still more in-distribution
+        assert axis.min() == pytest.approx(-21, abs=0.2) and axis.max() == pytest.approx(
+            -3, abs=0.1
+        )
+    if scale == "log10":
+        assert axis.min() == pytest.approx(0, abs=0.2) and axis.max() == pytest.approx(21, abs=0.2)
+    if scale == "rank":
+        assert axis.min() >= 0.0 and axis.max() <= 1.0
+    for sample in ("id", "ood"):  # still a density over the (transformed) axis
+        part = frame[frame["sample"] == sample]
+        widths = np.diff(part["score"].to_numpy())
+        assert np.sum(part["density"].to_numpy()[:-1] * widths) == pytest.approx(1.0)
+    id_part = frame[frame["sample"] == "id"]
+    peak = id_part["score"].to_numpy()[np.argmax(id_part["density"].to_numpy()[:-1])]
+    ood_part = frame[frame["sample"] == "ood"]
+    ood_peak = ood_part["score"].to_numpy()[np.argmax(ood_part["density"].to_numpy()[:-1])]
+    if scale != "linear":  # the order survives: ID (higher scores) peaks right of OOD
+        assert peak > ood_peak
+
+
+def test_rank_transform_is_the_pooled_fraction_below():
+    from oodbench.results.plots import transform_scores
+
+    pooled = np.array([1.0, 2.0, 2.0, 5.0])
+    got = transform_scores(np.array([1.0, 2.0, 5.0]), pooled, "rank")
+    np.testing.assert_allclose(got, [0.125, 0.5, 0.875])  # half the ties count as below
+
+
+@catalogue(
+    "files",
+    "`metrics/` holds a metrics file of a backbone no longer in `benchmark.backbones` and "
+    "`oodbench report` runs without `--backbones`",
+    "the stale file is left out of the leaderboard and named on stderr; without "
+    "params.yaml every file is shown",
+)
+def test_report_leaves_out_backbones_not_in_the_benchmark(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    for backbone, offset in (("lite0", 0.0), ("old", 0.05), ("lite1", 0.1)):
+        (tmp_path / "metrics" / f"{backbone}.json").write_text(json.dumps(fake_metrics(offset)))
+    result = run(["oodbench", "report", "--format", "csv"], tmp_path)
+    assert "old:digits" in result.stdout.splitlines()[0]  # no params.yaml: every file
+    (tmp_path / "params.yaml").write_text("benchmark:\n  backbones:\n  - lite1\n  - lite0\n")
+    result = run(["oodbench", "report", "--format", "csv"], tmp_path)
+    header = result.stdout.splitlines()[0].split(",")
+    assert header[1].startswith("lite1:digits") and header[6].startswith("lite0:digits")
+    assert not any(h.startswith("old:") for h in header)
+    assert result.stderr == (
+        "report: left out metrics/old.json: not in benchmark.backbones of params.yaml "
+        "(stale; name it with --backbones to show it)\n"
+    )
+    explicit = run(["oodbench", "report", "--format", "csv", "--backbones", "old"], tmp_path)
+    rows = list(csv.reader(io.StringIO(explicit.stdout)))
+    assert rows[0][1] == "digits auroc (fraction 0-1)" and not explicit.stderr
+    assert float(rows[1][1]) == pytest.approx(0.65)  # old's msp: 0.6 + its offset 0.05

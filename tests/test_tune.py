@@ -13,8 +13,11 @@ from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet
 from oodbench.methods import FitData, create, registry
 from oodbench.methods.react import ReAct
+from oodbench.results import tune as T
+from oodbench.results.metrics import auroc
 from oodbench.results.tune import grid_points, render, search, split_rows, write_choice
 from tests.conftest import run
+from tests.faults_catalogue import catalogue
 
 PARAMS = """\
 # top comment
@@ -106,19 +109,21 @@ def test_no_grid_point_is_scored_on_rows_it_was_fitted_on(monkeypatch, block, gr
     """Fit rows (train and ID val) and scored ID rows are disjoint for every point, also
     for a detector that fits on ID val (ReAct source: val, swept here over percentile)."""
     monkeypatch.setattr(ReAct, "grid", grid)
+    monkeypatch.setattr(T, "SOURCE_GRIDS", {("react", "val"): grid})
     fc, train, ood = _problem()
     split = split_rows(train, 0.2, seed=3)
     seen: dict = {}
     _spy(monkeypatch, seen)
     result = search("react_x", block, fc, split, ood)
     assert len(result.points) == 2 and all(v is not None for _, v, _ in result.points)
+    assert len(seen["fit"]) == 3  # the current setting, then the two grid points
     assert result.sizes == (160, 20, 20)
     evaluated = set(split.evaluate.index)
     for fit_rows, val_rows in seen["fit"]:
         assert fit_rows == set(split.fit.index) and val_rows == set(split.val.index)
         assert not (fit_rows | val_rows) & evaluated
     scored_id = [_rows_of(train, f) for f in seen["scored"]]
-    assert scored_id[0] == evaluated and scored_id[1] == set()  # ID rows, then OOD rows
+    assert scored_id[0::2] == [evaluated] * 3 and scored_id[1::2] == [set()] * 3  # ID, OOD
     if block.get("source") == "val":  # the clip comes from the val half, not the evaluated
         det = create("react", {"source": "val", "percentile": 95.0})
         det.fit(FitData(fc=fc, train=split.fit, val=split.val))
@@ -127,15 +132,93 @@ def test_no_grid_point_is_scored_on_rows_it_was_fitted_on(monkeypatch, block, gr
     assert "fitted on 160 train rows + 20 held-out rows as ID val" in render(result)
 
 
-def test_sweeping_a_field_the_block_does_not_read_is_refused():
-    """react's grid is over quantile; a source: val block reads percentile, so every
-    point fails validation and tune stops instead of writing a no-op choice."""
+@catalogue(
+    "params",
+    "`oodbench tune` a ReAct block with `source: val` (`react_val`), whose class grid "
+    "sweeps `quantile`, a field that source refuses",
+    "the grid for source val sweeps `percentile` (OpenOOD's 85-99) and the best is chosen",
+)
+def test_react_val_is_tuned_over_percentile():
+    fc, train, ood = _problem()
+    block = {"method": "react", "source": "val", "percentile": 90.0}
+    assert T.search_grid("react_val", block) == {"percentile": [85.0, 90.0, 95.0, 99.0]}
+    assert T.search_grid("react", {"source": "train"}) == ReAct.grid
+    split = split_rows(train, 0.2, seed=0)
+    result = search("react_val", block, fc, split, ood)
+    assert [p for p, _, _ in result.points] == [{"percentile": q} for q in (85.0, 90.0, 95.0, 99.0)]
+    assert all(why == "" for _, _, why in result.points)
+    expected = {}
+    for q in (85.0, 90.0, 95.0, 99.0):
+        det = create("react", {"source": "val", "percentile": q})
+        det.fit(FitData(fc=fc, train=split.fit, val=split.val))
+        scores = [det.score(x, fc.logits(x)) for x in (split.evaluate.features, ood.features)]
+        expected[q] = auroc(*scores)
+    assert [v for _, v, _ in result.points] == list(expected.values())
+    assert result.current == {"percentile": 90.0} and result.current_auroc == expected[90.0]
+    winner = max(expected, key=expected.get)
+    if expected[winner] > expected[90.0]:
+        assert result.best == {"percentile": winner}
+    else:
+        assert result.best is None
+
+
+def test_a_grid_over_a_field_the_source_refuses_fails_every_point(monkeypatch):
+    """Were a grid to sweep a field the block's source does not read, every point is
+    refused by the detector and tune stops instead of writing a no-op choice."""
+    monkeypatch.setattr(T, "SOURCE_GRIDS", {})
     fc, train, ood = _problem()
     block = {"method": "react", "source": "val", "percentile": 90.0}
     with pytest.raises(
         DataError, match=r"every grid point failed.*quantile: not read with source: val"
     ):
         search("react_val", block, fc, split_rows(train, 0.2, seed=0), ood)
+
+
+@catalogue(
+    "params",
+    "`oodbench tune` finds no grid point better than the current setting (every point "
+    "ties, e.g. all reach AUROC 100% on an easy validation set)",
+    "the current setting (the defaults) is kept, params.yaml is not written, and the "
+    "report says the best point ties it",
+)
+def test_ties_keep_the_current_setting_and_say_so():
+    fc, train, ood = _problem()
+    far = FeatureSet("far", ood.features + 100.0, ood.labels, ood.index)  # fully separated
+    result = search("react", {}, fc, split_rows(train, 0.2, seed=0), far)
+    values = [v for _, v, _ in result.points]
+    assert values == [values[0]] * 4 and values[0] in (0.0, 1.0)  # every point the same
+    assert result.current_auroc == values[0] and result.best is None
+    text = render(result)
+    shown = f"{100 * values[0]:.2f}"
+    assert re.search(rf"\n  current: quantile=default +{re.escape(shown)}\n", text)
+    assert "<- best" not in text
+    assert text.endswith(
+        f"the best grid point ties the current setting (quantile=default, AUROC {shown}): "
+        "methods.react is kept as it is\n"
+    )
+
+
+def test_cli_does_not_write_params_on_a_tie(tmp_path):
+    """`oodbench tune` on features where every point ties leaves params.yaml unchanged."""
+    from oodbench.formats.classifier import save_fc
+    from tests.conftest import feature_dir
+
+    fc, train, ood = _problem()
+    params = {
+        "benchmark": {"backbones": ["bb"], "methods": ["react"], "id_train": "train",
+                      "ood": ["test_set"], "one_class": None},
+        "methods": {"react": {"source": "train", "quantile": 0.99}},
+    }  # fmt: skip
+    text = yaml.safe_dump(params, sort_keys=False)
+    (tmp_path / "params.yaml").write_text(text)
+    feature_dir(tmp_path / "features/bb/train", train.features, train.labels.tolist(), "bb")
+    far = ood.features + 100.0
+    feature_dir(tmp_path / "features/bb/far", far, [-1] * len(far), "bb")
+    save_fc(tmp_path / "features/bb/fc.safetensors", fc)
+    result = run(["oodbench", "tune", "bb", "react", "--ood", "far"], tmp_path)
+    assert "methods.react is kept as it is" in result.stdout
+    assert "wrote methods.react" not in result.stdout
+    assert (tmp_path / "params.yaml").read_text() == text
 
 
 def test_write_choice_keeps_comments_and_block_style(tmp_path):
@@ -168,9 +251,14 @@ def test_tune_react_on_a_held_out_ood_set(demo_workspace):
         out = run(
             ["oodbench", "tune", "lite0", "react", "--ood", "textures"], demo_workspace
         ).stdout
-        assert "4 grid points in" in out and "<- best" in out
-        chosen = yaml.safe_load(path.read_text())["methods"]["react"]["quantile"]
-        assert chosen in (0.85, 0.9, 0.95, 0.99)
+        assert "4 grid points in" in out and "  current: quantile=" in out
+        chosen = yaml.safe_load(path.read_text())["methods"]["react"]
+        if "<- best" in out:  # a point beat the current setting and was written
+            assert chosen["quantile"] in (0.85, 0.9, 0.95, 0.99)
+            assert "wrote methods.react:" in out
+        else:
+            assert "methods.react is kept as it is" in out
+            assert chosen == yaml.safe_load(original)["methods"]["react"]
         skipped = run(
             ["oodbench", "tune", "lite0", "knn", "--ood", "textures", "--no-write"], demo_workspace
         ).stdout

@@ -96,7 +96,11 @@ def report(
         ReportFormat, typer.Option(help="table, markdown or csv")
     ] = ReportFormat.table,
     backbones: Annotated[
-        str | None, typer.Option(help="comma-separated backbones, side by side (default: all)")
+        str | None,
+        typer.Option(
+            help="comma-separated backbones, side by side (default: benchmark.backbones of "
+            "params.yaml, else every metrics file)"
+        ),
     ] = None,
     png: Annotated[
         Path | None, typer.Option(help="also write a heatmap summary figure to this PNG")
@@ -176,7 +180,12 @@ def tune(
         ),
     ] = 0.2,
     seed: Annotated[int, typer.Option(help="seed of the hold-out split")] = 0,
-    write: Annotated[bool, typer.Option(help="write the best point into params.yaml")] = True,
+    write: Annotated[
+        bool,
+        typer.Option(
+            help="write the best point into params.yaml when it beats the current setting"
+        ),
+    ] = True,
 ) -> None:
     """Grid-search a method's hyperparameters on cached features; write the best to params.yaml."""
     from oodbench.results import tune as search

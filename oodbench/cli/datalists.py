@@ -4,12 +4,12 @@ Sub-commands: ``list`` (the registry), ``params`` (a params.yaml snippet), ``fet
 (a published list or archive, sha256-checked), ``import-openood`` (an OpenOOD
 benchmark_imglist file), ``from-folder`` (a folder-style dataset) and ``classes``
 (an ImageNet class-order file). Every output is written atomically, so a bad input
-leaves nothing behind under the final name.
+leaves nothing behind under the final name, and an existing list is replaced only with
+``--force``. Help texts are rendered as rich markup: no square brackets in them.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -18,13 +18,14 @@ import typer
 from oodbench.core.errors import DataError, ParamsError
 from oodbench.data import classes as C
 from oodbench.data import registry as D
-from oodbench.data.datalist import normalise_path, parse_datalist
-from oodbench.formats.atomic import write_text
+from oodbench.data.datalist import parse_datalist
+from oodbench.data.folder import list_folder
+from oodbench.data.openood import parse_imglist
+from oodbench.data.snippet import params_snippet
+from oodbench.formats.atomic import atomic_path, write_text
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
 DATALISTS = Path("datalists")
+FORCE_HELP = "replace an existing list (and its classes file)"
 
 app = typer.Typer(help="Build datalists for the real benchmarks (ImageNet, OOD sets).")
 
@@ -40,9 +41,15 @@ def list_() -> None:
 
 
 @app.command()
-def params(names: Annotated[list[str], typer.Argument(help="registry keys")]) -> None:
-    """Print the `datasets:` entries for NAMES, to paste into params.yaml."""
-    typer.echo(D.params_snippet(names), nl=False)
+def params(
+    names: Annotated[
+        list[str], typer.Argument(help="registry keys, or NAME of any datalists/NAME.txt")
+    ],
+) -> None:
+    """Print the `datasets:` entries for NAMES, to paste into params.yaml.
+
+    A list outside the registry: root from its `# root:` line or data/NAME, else CHANGE-ME."""
+    typer.echo(params_snippet(names, DATALISTS), nl=False)
 
 
 @app.command()
@@ -91,10 +98,14 @@ def import_openood(
         str | None, typer.Option(help="path prefix to remove (default: the common first folder)")
     ] = None,
     ood: Annotated[bool, typer.Option(help="write label -1 for every entry")] = False,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
-    """Convert an OpenOOD imglist (paths under OpenOOD's images root) into a datalist."""
+    """Convert an OpenOOD imglist (paths under OpenOOD's images root) into a datalist.
+
+    Lines are `path label` or `path {'label': 0}` (OpenOOD's dict extras; no label: -1)."""
     dest = _datalist_dest(name)
-    entries = parse_datalist(file)
+    _refuse_overwrite(dest, [], force)
+    entries = parse_imglist(file)
     prefix = _common_prefix(file, [e.path for e in entries]) if strip is None else strip
     prefix = prefix.strip("/")
     lines = []
@@ -109,6 +120,9 @@ def import_openood(
         lines.append(f"{rel} {-1 if ood else e.label}")
     write_text(dest, "\n".join(lines) + "\n")
     typer.echo(f"{dest}: {len(lines)} entries (prefix {prefix!r} removed)")
+    beside = C.classes_file_of(dest)
+    if beside.is_file():
+        typer.echo(f"note: {beside} was kept; materialize checks it against the new labels")
 
 
 def _common_prefix(file: Path, paths: list[str]) -> str:
@@ -128,60 +142,32 @@ def from_folder(
     exclude: Annotated[
         list[str] | None, typer.Option(help="skip this top-level folder (repeatable)")
     ] = None,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
-    """List every image under ROOT[/UNDER], sorted; labels from class folders or -1."""
-    if labels not in ("classes", "none"):
-        raise ParamsError(f"--labels {labels!r}: expected classes or none")
+    """List every image under ROOT (or ROOT/UNDER), sorted; labels from class folders or -1.
+
+    Writes datalists/NAME.classes.txt with class folders; removes a stale one without."""
     dest = _datalist_dest(name)
-    try:
-        top = root / normalise_path(under) if under else root
-    except ValueError as err:
-        raise ParamsError(f"--under: {err}") from err
-    if not top.is_dir():
-        raise DataError(f"{top}: not a folder")
-    skip = set(exclude or ())
-    if missing := skip - {p.name for p in top.iterdir() if p.is_dir()}:
-        raise DataError(f"{top}: --exclude {', '.join(sorted(missing))}: no such folder")
-    files = [p for p in _images(top) if p.relative_to(top).parts[0] not in skip]
-    if not files:
-        raise DataError(f"{top}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    classes: list[str] = []
-    if labels == "classes":
-        classes = sorted({p.relative_to(top).parts[0] for p in files if p.parent != top})
-        if stray := [p for p in files if p.parent == top]:
-            raise DataError(f"{stray[0]}: image outside any class folder; use --labels none")
-    index = {c: i for i, c in enumerate(classes)}
-    lines = []
-    for p in files:
-        rel = _relative(root, p)
-        lines.append(f"{rel} {index[p.relative_to(top).parts[0]] if classes else -1}")
-    if classes:
-        write_text(DATALISTS / f"{name}.classes.txt", "\n".join(classes) + "\n")
-    write_text(dest, "\n".join(lines) + "\n")
-    typer.echo(f"{dest}: {len(lines)} images, {len(classes) or 'no'} classes")
+    classes_file = C.classes_file_of(dest)
+    _refuse_overwrite(dest, [classes_file], force)
+    listing = list_folder(root, labels, under, exclude)
+    with atomic_path(dest) as tmp:  # the classes file changes first, the list last
+        tmp.write_text(listing.text, encoding="utf-8")
+        if listing.classes:
+            write_text(classes_file, "\n".join(listing.classes) + "\n")
+        else:
+            classes_file.unlink(missing_ok=True)
+    typer.echo(f"{dest}: {listing.images} images, {len(listing.classes) or 'no'} classes")
 
 
-def _images(top: Path) -> list[Path]:
-    """Image files under `top`, hidden entries and symlinked folders skipped, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [
-            Path(dirpath) / f
-            for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    return sorted(found, key=lambda p: p.relative_to(top).as_posix())
-
-
-def _relative(root: Path, path: Path) -> str:
-    rel = path.relative_to(root).as_posix()
-    if "\n" in rel or "\r" in rel:
-        raise DataError(f"{path}: file name contains a line break; rename it")
-    try:
-        return normalise_path(rel)
-    except ValueError as err:
-        raise DataError(f"{path}: {err}") from err
+def _refuse_overwrite(dest: Path, companions: list[Path], force: bool) -> None:
+    """An existing list (or a file written with it) is replaced only with --force."""
+    existing = [p.as_posix() for p in (dest, *companions) if p.exists()]
+    if existing and not force:
+        raise DataError(
+            f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+            "pass --force to replace it (or choose another --name)"
+        )
 
 
 def _datalist_dest(name: str) -> Path:
@@ -192,21 +178,36 @@ def _datalist_dest(name: str) -> Path:
 
 @app.command()
 def classes(
-    name: Annotated[str, typer.Option(help="write datalists/NAME.classes.txt")],
+    name: Annotated[str, typer.Option(help="name the labels of datalists/NAME.txt")],
     order: Annotated[str, typer.Option(help="sorted (timm/torchvision) or devkit")] = "sorted",
     devkit: Annotated[
         Path | None, typer.Option(help="meta.mat or map_clsloc.txt, for --order devkit")
     ] = None,
+    imagenet_subset: Annotated[
+        bool,
+        typer.Option(
+            help="the list holds some ImageNet-1k classes with their ImageNet label numbers"
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option(help="replace an existing classes file")] = False,
 ) -> None:
-    """Write the ImageNet-1k class (wnid) order of a datalist's labels."""
-    if order == "sorted":
-        wnids = C.imagenet_sorted_wnids()
-    elif order == "devkit":
-        if devkit is None:
-            raise ParamsError("--order devkit needs --devkit ILSVRC2012_devkit_t12/data/meta.mat")
-        wnids = C.imagenet_devkit_wnids(devkit)
-    else:
+    """Write the ImageNet-1k class (wnid) order of an ImageNet-labelled datalist.
+
+    Refused unless the list's labels are ImageNet-1k's (all 1000, or --imagenet-subset)."""
+    if order not in ("sorted", "devkit"):
         raise ParamsError(f"--order {order!r}: expected sorted or devkit")
-    dest = DATALISTS / f"{name}.classes.txt"
+    if order == "devkit" and devkit is None:
+        raise ParamsError("--order devkit needs --devkit ILSVRC2012_devkit_t12/data/meta.mat")
+    datalist = _datalist_dest(name)
+    dest = C.classes_file_of(datalist)
+    _refuse_overwrite(dest, [], force)
+    if not datalist.is_file():
+        raise DataError(
+            f"{datalist}: not found; the classes file names the labels of that list, so "
+            "fetch, import or write the list first"
+        )
+    labels = [e.label for e in parse_datalist(datalist)]
+    C.check_imagenet_labels(datalist, labels, imagenet_subset)
+    wnids = C.imagenet_sorted_wnids() if order == "sorted" else C.imagenet_devkit_wnids(devkit)
     write_text(dest, "\n".join(wnids) + "\n")
     typer.echo(f"{dest}: {len(wnids)} classes in {order} order")

@@ -105,3 +105,36 @@ def _devkit_pairs_txt(path: Path) -> list[tuple[int, str]]:
             raise DataError(f"{path}: line {number}: expected `wnid ILSVRC2012_ID [name]`")
         pairs.append((int(parts[1]), parts[0]))
     return pairs
+
+
+IMAGENET_CLASSES = 1000
+
+
+def check_imagenet_labels(datalist: Path, labels: list[int], subset: bool) -> None:
+    """Refuse to name a list's labels with the 1,000 ImageNet-1k wnids unless they are
+    ImageNet-1k label numbers: every label in 0..999, and either all 1,000 classes present
+    or ``subset`` (``--imagenet-subset``: a subset that kept ImageNet's numbering).
+
+    Why: a classes file says "label i is wnid i"; written for a 3-class list of one's own
+    it silently renames class 0 to "tench", and accuracy is then measured against the
+    wrong classes."""
+    known = sorted({label for label in labels if label >= 0})
+    if not known:
+        raise DataError(
+            f"{datalist}: every label is -1 (an OOD list); it has no classes to name, "
+            "so it needs no classes file"
+        )
+    if known[-1] >= IMAGENET_CLASSES:
+        raise DataError(
+            f"{datalist}: label {known[-1]} is beyond ImageNet-1k's 0..999, so the list is not "
+            "numbered by ImageNet classes; write its classes file by hand (line i = name of "
+            "label i) or with `oodbench datalists from-folder`"
+        )
+    if len(known) < IMAGENET_CLASSES and not subset:
+        raise DataError(
+            f"{datalist}: its labels name {len(known)} classes ({known[0]}..{known[-1]}), not "
+            f"the {IMAGENET_CLASSES} of ImageNet-1k, so these wnids would rename them (label "
+            f"{known[0]} would become ImageNet class {known[0]}); for a subset that kept "
+            "ImageNet's label numbers pass --imagenet-subset, otherwise write the classes file "
+            "by hand (line i = name of label i) or with `oodbench datalists from-folder`"
+        )

@@ -31,6 +31,8 @@ from oodbench.core.errors import DataError
 
 _INT = re.compile(r"[+-]?[0-9]+")
 MAX_LISTED_ERRORS = 20
+#: labels are stored as int64 (manifest, feature index); a larger one is a typo
+MAX_LABEL = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +115,23 @@ def parse_line(line_bytes: bytes, number: int = 0) -> Entry | None:
                 f"non-integer label {token!r}; write `path label` with an integer label "
                 "(-1 = unknown/OOD), and give a label to paths that contain spaces"
             )
-        label = int(token)
+        label = parse_label(token)
         if label < -1:
             raise ValueError(f"label {label} < -1; use 0..C-1 for classes and -1 for unknown/OOD")
     return Entry(line=number, path=normalise_path(rel), label=label)
+
+
+def parse_label(token: str) -> int:
+    """An integer label token within int64, or ValueError saying so (checked on the digits
+    first: Python refuses to convert more than 4,300 of them, with a less useful message)."""
+    digits = token.lstrip("+-").lstrip("0")
+    if len(digits) > len(str(MAX_LABEL)) or int(token) > MAX_LABEL:
+        shown = token if len(token) <= 30 else f"{token[:27]}..."
+        raise ValueError(
+            f"label {shown} is out of range (a class index 0..C-1, stored as a 64-bit integer); "
+            "fix the label, or write -1 for unknown/OOD"
+        )
+    return int(token)
 
 
 def normalise_path(rel: str) -> str:

@@ -38,14 +38,12 @@ from oodbench.data.datalist import (
     format_errors,
     parse_datalist,
 )
+from oodbench.data.images import MAX_PIXELS, too_large
 from oodbench.formats import paths
 from oodbench.formats.atomic import atomic_path
 from oodbench.formats.manifest import OK, SCHEMA, ListClasses, classes_sidecar, save_list_classes
 from oodbench.formats.specs import dataset_spec, read_spec
 
-# PIL's own default (~89.5 Mpx, ~0.27 GB as RGB): larger images are refused before any
-# pixel is decoded, so a decompression bomb costs a header read, not the machine's RAM.
-MAX_PIXELS = 89_478_485
 ESCAPES = "outside root"
 _CHUNK = 256  # images per thread-pool task: per-task overhead stays negligible at 1M images
 
@@ -161,9 +159,8 @@ def decode_status(path: Path) -> str:
     """Decode fully (header check, then every pixel); "ok" or why the image is unusable."""
     try:
         with Image.open(path) as img:
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                return f"too large ({width}x{height} > {MAX_PIXELS} pixels)"
+            if reason := too_large(img, MAX_PIXELS):
+                return reason
             img.verify()
         with Image.open(path) as img:
             img.load()

@@ -191,17 +191,22 @@ def params_snippet(keys: list[str]) -> str:
     """The ``datasets:`` block for `keys`, to paste into params.yaml (block style).
 
     Written by hand rather than with yaml.dump so each entry carries a comment saying
-    what it is and how its labels are numbered.
+    what it is and how its labels are numbered. Lists the registry does not know are
+    handled by ``oodbench.data.snippet``, which uses ``entry_lines`` for registry keys.
     """
     if not keys:
         raise ParamsError("name at least one dataset; known: " + ", ".join(REGISTRY))
     lines = ["datasets:"]
     for key in dict.fromkeys(keys):
-        info = get(key)
-        lines += [
-            f"  # {info.title}; labels: {info.labels}; list: {info.datalist}",
-            f"  {info.key}:",
-            f"    root: {info.root}",
-            f"    group: {info.group}",
-        ]
+        lines += entry_lines(get(key))
     return "\n".join(lines) + "\n"
+
+
+def entry_lines(info: DatasetInfo) -> list[str]:
+    """One dataset's commented ``datasets:`` entry, indented for the block."""
+    return [
+        f"  # {info.title}; labels: {info.labels}; list: {info.datalist}",
+        f"  {info.key}:",
+        f"    root: {info.root}",
+        f"    group: {info.group}",
+    ]

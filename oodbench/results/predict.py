@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from oodbench.core import params as P
-from oodbench.core.errors import DataError, ParamsError
+from oodbench.core.errors import ParamsError
+from oodbench.data.images import open_checked
 from oodbench.data.oneclass import one_class_of, restrict
 from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import load_features
@@ -63,12 +63,7 @@ def image_features(image: Path, backbone: str, spec: dict) -> np.ndarray:
 
     from oodbench.models.backbones import forward_features_and_logits, load_backbone
 
-    try:
-        with Image.open(image) as img:
-            img.load()
-            pixels = img.copy()
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise DataError(f"{image}: cannot read image ({err})") from err
+    pixels = open_checked(image)  # the size limit materialize applies to every dataset
     bb = load_backbone(backbone, spec)
     with torch.inference_mode():
         feats, _ = forward_features_and_logits(bb.model, bb.transform(pixels)[None])
@@ -150,6 +145,14 @@ def choose_detectors(
     return detectors, skipped
 
 
+def readable(value: float) -> str:
+    """Four significant digits whatever the magnitude: ``-0.5235``, ``1.235e+21``, ``inf``.
+
+    A fixed ``%.4f`` prints a kNN score of 1e21 as 22 digits and one of 1e-5 as 0.0000;
+    the table is for reading, the JSON output keeps full precision."""
+    return f"{value:.4g}"
+
+
 def render(pred: Prediction, fmt: str) -> str:
     """JSON for programs, or a plain table for people."""
     if fmt == "json":
@@ -161,6 +164,8 @@ def render(pred: Prediction, fmt: str) -> str:
     )
     for v in pred.verdicts:
         verdict = "in-distribution" if v.in_distribution else "OUT-OF-DISTRIBUTION"
-        lines.append(f"{v.method:<14} {v.score:12.4f} {v.threshold:12.4f}  {verdict}")
+        lines.append(
+            f"{v.method:<14} {readable(v.score):>12} {readable(v.threshold):>12}  {verdict}"
+        )
     lines += [f"{method:<14} skipped: {why}" for method, why in pred.skipped.items()]
     return "\n".join(lines) + "\n"

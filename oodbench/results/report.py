@@ -3,6 +3,12 @@
 Reads only the committed ``metrics/<backbone>.json`` files (no features, no DVC), so it
 works in a fresh clone and in CI. Formats: a terminal table, Markdown (for docs and
 PR comments) and CSV (for spreadsheets); ``--png`` adds a heatmap figure for the README.
+
+Which backbones: ``--backbones``, else ``benchmark.backbones`` of params.yaml when there
+is one (a metrics file left from a backbone since removed from the benchmark is stale
+and is named on stderr, not mixed in), else every metrics file. Units: tables show
+percentages; the CSV keeps the raw fractions (0..1) for programs, and says so in every
+column name.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from oodbench.core import params as P
 from oodbench.core.errors import DataError
+from oodbench.formats import paths
 from oodbench.results.metrics import METRIC_NAMES
 
 LOWER_IS_BETTER = {"fpr95", "fpr95_ood_positive"}
@@ -36,6 +44,20 @@ def load_all(metrics_dir: Path, backbones: list[str] | None = None) -> dict[str,
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: invalid JSON ({err}); rerun `dvc repro`") from err
     return out
+
+
+def benchmark_backbones(
+    metrics_dir: Path, params_file: Path = P.PARAMS_FILE
+) -> tuple[list[str] | None, list[str]]:
+    """(the backbones to report, the metrics files left out): ``benchmark.backbones`` of
+    `params_file` when it has that list, else (None, []) for every file in `metrics_dir`."""
+    if not params_file.is_file():
+        return None, []
+    listed = (P.read_params_file(params_file).get("benchmark") or {}).get("backbones")
+    if not isinstance(listed, list) or not listed:
+        return None, []
+    stale = sorted(p.name for p in metrics_dir.glob("*.json") if p.stem not in set(listed))
+    return [str(b) for b in listed], stale
 
 
 def metric_columns(report: dict) -> list[str]:
@@ -94,7 +116,8 @@ def render(all_metrics: dict[str, dict], metric: str, fmt: str, color: bool = Fa
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(header)
+        # fractions, unlike the tables' percentages: every column says which
+        writer.writerow([header[0], *(f"{name} {metric} (fraction 0-1)" for name in header[1:])])
         writer.writerows([[r[0], *("" if v is None else f"{v:.6f}" for v in r[1:])] for r in rows])
         return buf.getvalue()
     if fmt == "markdown":
@@ -150,7 +173,18 @@ def counts_note(all_metrics: dict[str, dict]) -> str:
 def main(
     metrics_dir: Path, metric: str, fmt: str, backbones: list[str] | None = None
 ) -> dict[str, dict]:
-    """Print the leaderboard; return the metrics it was made from."""
+    """Print the leaderboard; return the metrics it was made from. Without `backbones`,
+    the project's metrics folder shows those of ``benchmark.backbones``
+    (``benchmark_backbones``); any other folder every file in it."""
+    if not backbones and metrics_dir.resolve() == paths.METRICS.resolve():  # the project's
+        backbones, stale = benchmark_backbones(metrics_dir)
+        if stale:
+            names = ", ".join(f"{metrics_dir.as_posix()}/{name}" for name in stale)
+            print(
+                f"report: left out {names}: not in benchmark.backbones of params.yaml "
+                "(stale; name it with --backbones to show it)",
+                file=sys.stderr,
+            )
     all_metrics = load_all(metrics_dir, backbones)
     color = fmt == "table" and sys.stdout.isatty()
     print(render(all_metrics, metric, fmt, color=color), end="")

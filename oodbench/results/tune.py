@@ -20,9 +20,17 @@ are cut in two by the same permutation: the first half is the detector's ID val
 The cut is made for every method, so every method and grid point is evaluated on the
 same ID rows, whichever fields it reads.
 
-The best point by AUROC (first in grid order on ties) is written into
-``methods.<method>`` of params.yaml with a ruamel.yaml round trip that keeps block
-style and comments, so the next ``dvc repro`` reruns only that method's stages.
+The block's current setting (its values, the defaults where unset) is scored the same
+way first. The best grid point by AUROC (first in grid order among equals) is written
+into ``methods.<method>`` of params.yaml only when it beats the current setting: on a tie
+the current setting stays and the report says so, since a tie carries no evidence for a
+change (on small or easy validation sets every point often reaches the same AUROC). The
+write is a ruamel.yaml round trip that keeps block style and comments, so the next
+``dvc repro`` reruns only that method's stages.
+
+A class declares one grid; where a block's ``source`` changes which field the detector
+reads, ``SOURCE_GRIDS`` holds the grid for that source (ReAct ``source: val`` clips at a
+``percentile`` of ID val and refuses ``quantile``, the field its class grid sweeps).
 """
 
 from __future__ import annotations
@@ -46,17 +54,29 @@ from oodbench.formats.paths import fc_path, features_dir
 from oodbench.methods import FitData, from_params
 from oodbench.results.metrics import auroc
 
+#: grids decided by a block's ``source`` (method, source) -> grid, where the class grid
+#: sweeps a field that source does not read; ReAct source: val: OpenOOD's percentiles
+SOURCE_GRIDS: dict[tuple[str, str], dict[str, list[Any]]] = {
+    ("react", "val"): {"percentile": [85.0, 90.0, 95.0, 99.0]},
+}
+
 
 @dataclass
 class TuneResult:
     method: str
     ood: str
     points: list[tuple[dict[str, Any], float | None, str]] = field(default_factory=list)
+    #: the point written to params.yaml; None when the current setting is kept
     best: dict[str, Any] | None = None
     best_auroc: float | None = None
     seconds: float = 0.0
     #: rows of each part of the split (fit, val, evaluate), for the report
     sizes: tuple[int, int, int] = (0, 0, 0)
+    #: the block as it is (defaults where unset) and its AUROC (None: it cannot run)
+    current: dict[str, Any] = field(default_factory=dict)
+    current_auroc: float | None = None
+    #: why the result is what it is, for the report
+    verdict: str = ""
 
 
 @dataclass
@@ -97,6 +117,15 @@ def split_rows(train: FeatureSet, fraction: float, seed: int) -> Split:
     )
 
 
+def search_grid(method: str, block: dict[str, Any]) -> dict[str, list[Any]]:
+    """The grid to search for ``methods.<method>``: SOURCE_GRIDS for the block's source,
+    else the detector class's own ``grid``."""
+    detector = from_params(method, block)
+    source = getattr(detector, "source", None)
+    override = SOURCE_GRIDS.get((detector.name, source)) if isinstance(source, str) else None
+    return override if override is not None else type(detector).grid
+
+
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
@@ -108,7 +137,7 @@ def tune(
     """Evaluate every grid point of `method` on (held-out ID train, validation OOD set)."""
     params = P.read_params_file()
     block = dict(P.get(params, "methods", dict).get(method) or {})
-    if not type(from_params(method, block)).grid:
+    if not search_grid(method, block):
         raise ParamsError(f"methods.{method}: this method declares no grid to search")
     ood = ood or (params.get("benchmark") or {}).get("tune_ood")
     if not ood:
@@ -130,14 +159,17 @@ def tune(
 def search(
     method: str, block: dict[str, Any], fc: Linear, split: Split, ood_rows: FeatureSet
 ) -> TuneResult:
-    """Fit each grid point on (split.fit, split.val); score split.evaluate against OOD."""
-    grid = type(from_params(method, block)).grid
+    """Fit each grid point on (split.fit, split.val); score split.evaluate against OOD.
+
+    The current setting is scored first; the best point is chosen only if it beats it."""
+    grid = search_grid(method, block)
     evaluate = split.evaluate.features
     logits = {"id": fc.logits(evaluate), "ood": fc.logits(ood_rows.features)}
     sizes = (len(split.fit), len(split.val), len(split.evaluate))
     result = TuneResult(method=method, ood=ood_rows.dataset, sizes=sizes)
     start = time.perf_counter()
-    for point in grid_points(grid):
+
+    def score(point: dict[str, Any]) -> tuple[float | None, str]:
         try:
             detector = from_params(method, {**block, **point})
             detector.fit(FitData(fc=fc, train=split.fit, val=split.val))
@@ -146,15 +178,42 @@ def search(
                 detector.score(ood_rows.features, logits["ood"]),
             )
         except OodbenchError as err:  # e.g. k larger than the bank, dim >= D
-            result.points.append((point, None, str(err)))
-            continue
-        result.points.append((point, value, ""))
-        if result.best_auroc is None or value > result.best_auroc:
-            result.best, result.best_auroc = point, value
+            return None, str(err)
+        return value, ""
+
+    current = from_params(method, block).hyperparameters()
+    result.current = {k: current[k] for k in grid if k in current}
+    result.current_auroc, _ = score({})
+    best_point, best_value = None, None
+    for point in grid_points(grid):
+        value, why = score(point)
+        result.points.append((point, value, why))
+        if value is not None and (best_value is None or value > best_value):
+            best_point, best_value = point, value
     result.seconds = time.perf_counter() - start
-    if result.best is None:
+    if best_point is None:
         raise DataError(f"tune {method}: every grid point failed; first: {result.points[0][2]}")
+    result.best_auroc = best_value
+    values = [v for _, v, _ in result.points if v is not None]
+    if result.current_auroc is not None and best_value <= result.current_auroc:
+        tied = "ties" if best_value == result.current_auroc else "does not beat"
+        result.verdict = (
+            f"the best grid point {tied} the current setting ({_text(result.current)}, AUROC "
+            f"{100 * result.current_auroc:.2f}): methods.{method} is kept as it is"
+        )
+    else:
+        result.best = best_point
+        ties = sum(v == best_value for v in values)
+        result.verdict = f"best: {_text(best_point)} (AUROC {100 * best_value:.2f})" + (
+            f", first in grid order of {ties} equal points" if ties > 1 else ""
+        )
     return result
+
+
+def _text(point: dict[str, Any]) -> str:
+    """``k=10, M=50``; an unset value (None) shows as ``default``."""
+    shown = (f"{k}={'default' if v is None else v}" for k, v in point.items())
+    return ", ".join(shown) or "defaults"
 
 
 def write_choice(path: Path, method: str, choice: dict[str, Any]) -> None:
@@ -187,14 +246,20 @@ def render(result: TuneResult) -> str:
         f"tune {result.method}: AUROC on {n_eval} held-out ID train rows vs {result.ood!r} "
         f"(fitted on {n_fit} train rows + {n_val} held-out rows as ID val)"
     ]
+    current = (
+        f"{100 * result.current_auroc:7.2f}"
+        if result.current_auroc is not None
+        else "cannot run on these rows"
+    )
+    lines.append(f"  {'current: ' + _text(result.current):<28} {current}")
     for point, value, why in result.points:
-        text = ", ".join(f"{k}={v}" for k, v in point.items())
         mark = "  <- best" if point is result.best else ""
         shown = f"{100 * value:7.2f}" if value is not None else f"skipped ({why})"
-        lines.append(f"  {text:<28} {shown}{mark}")
+        lines.append(f"  {_text(point):<28} {shown}{mark}")
     n = len(result.points)
     lines.append(
         f"{n} grid points in {result.seconds:.2f} s from cached features "
         f"({result.seconds / n:.3f} s per point, no re-extraction)"
     )
+    lines.append(result.verdict)
     return "\n".join(lines) + "\n"
