@@ -14,7 +14,7 @@ $(BIN)/oodbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[demo,clip,dev]"
+	$(BIN)/pip install -q -e ".[demo,clip,faiss,dev]"
 	touch $@
 
 setup: $(BIN)/oodbench

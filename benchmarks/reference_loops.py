@@ -8,8 +8,7 @@ style next to our vectorised ``score``, and check on the timed rows that both ag
 Fitted arrays are converted to the loop's dtype once per call, outside the row loop.
 
 :data:`LOOPS` maps a method name to its loop; :func:`loop_for` falls back to calling
-the vectorised ``score`` on one row at a time for a method without one (``mcm``: the
-CLIP heads are not in the synthetic benchmark).
+the vectorised ``score`` on one row at a time for a method without one.
 """
 
 from __future__ import annotations
@@ -171,26 +170,43 @@ def loop_rmds(det: Detector, x: np.ndarray, z: np.ndarray) -> np.ndarray:
     return _rows(lambda xi, _: background(xi) - dist(xi), x, z)
 
 
-def _topk_row(bank: torch.Tensor, xi: np.ndarray, k: int) -> np.ndarray:
+def _topk_row(bank: np.ndarray, xi: np.ndarray, k: int) -> np.ndarray:
     """Inner products of the normalised row with the whole bank, then the k largest."""
     q = xi.astype(np.float32) / max(np.linalg.norm(xi.astype(np.float32)), np.float32(1e-12))
-    sims = bank @ torch.from_numpy(q).to(bank.device)
-    return torch.topk(sims, k).values.cpu().numpy().astype(np.float64)
+    sims = bank @ q
+    return np.sort(sims)[::-1][:k].astype(np.float64)
 
 
 def loop_knn(det: Detector, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-    k, t, openood = det.neighbours, det.temperature, det.variant == "openood"
+    k, t, openood = det.k_, det.temperature, det.variant == "openood"
+    bank = det.bank_.vectors()
 
     def row(xi: np.ndarray, _: np.ndarray) -> float:
-        cos = _topk_row(det.bank_, xi, k)
+        cos = _topk_row(bank, xi, k)
         return -(2.0 - 2.0 * cos[-1]) if openood else np.exp(cos / t).mean()
 
     return _rows(row, x, z)
 
 
 def loop_nnguide(det: Detector, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    bank = det.bank_.vectors()
+
     def row(xi: np.ndarray, zi: np.ndarray) -> float:
-        return _topk_row(det.bank_, xi, det.k).mean() * logsumexp(zi.astype(np.float32))
+        return _topk_row(bank, xi, det.k_).mean() * logsumexp(zi.astype(np.float32))
+
+    return _rows(row, x, z)
+
+
+def loop_mcm(det: Detector, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """MCM's per-image loop: project, normalise, cosine to each class text, softmax max."""
+    projection = np.asarray(det.projection_, np.float32)
+    text = np.asarray(det.text_, np.float32)
+    t = det.temperature
+
+    def row(xi: np.ndarray, _: np.ndarray) -> float:
+        e = xi.astype(np.float32) @ projection
+        e = e / max(np.linalg.norm(e), np.float32(1e-12))
+        return softmax((e @ text.T) / t).max()
 
     return _rows(row, x, z)
 

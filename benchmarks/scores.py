@@ -1,111 +1,110 @@
-"""Time and memory of every registered OOD score on synthetic ImageNet-shaped features.
+"""Time and memory of the OOD scores and of their score stages, against a floor.
 
-Shapes follow the ViM ImageNet benchmark: C=1000 classes, D=768 features, 200k ID train
-rows, 50k ID val, OOD sets of 17,632 / 5,160 / 10,000 / 2,000 rows (OpenImage-O,
-Texture, iNaturalist, ImageNet-O); ``--scale`` multiplies every row count. For each
-method (all of ``registry()``) the table gives fit and score seconds, the peak of the
-memory numpy allocates during fit + score (tracemalloc; torch tiles and BLAS buffers
-are not counted), and next to them the time of a straightforward per-sample loop in the
-style of the reference scripts (``benchmarks/reference_loops.py``: one row at a time in
-Python, reusing the fitted detector's state) measured on the first ``--loop-rows`` val
-rows and extrapolated to every scored row. On those rows the loop's scores are checked
-against the vectorised ``score`` (rtol 1e-4, atol 1e-5 x the largest |score|); a
-mismatch is printed under the method's row. A method without a reference loop times
-``score`` called on one row at a time instead (call overhead only), marked ``*``.
-Logits are computed once per dataset outside the timings, as the score stage does.
+On a synthetic ImageNet ViT-B-shaped workspace (benchmarks/synthetic_workspace.py: C=1000,
+D=768, 200k train, 84,792 scored rows; ``--scale`` multiplies every row count), per
+method:
+
+- ``fit+score s``: the detector fitted and every scored dataset scored in the score
+  stage's own blocks (``score_set``), from arrays already in memory;
+- ``stage s``: the real ``python stages/score.py`` as its own process (imports, specs,
+  reading the NPY shards, fit, score, writing the table), as DVC runs it;
+- ``x floor``: each divided by the floor, one read (np.load) of the feature shards the
+  stage needs plus their logits ``X @ W.T + b`` in float32. A method that fits on train
+  reads train, so its floor holds train's read and logits too; vim and residual fit
+  from the subspace stage's file and read no train (that stage has its own row);
+- ``peak RSS``: the stage process's peak resident memory, and ``x arrays`` its ratio to
+  the feature arrays the stage needs (train when read, val, OOD; float32);
+- the straightforward per-sample loop in the style of the reference scripts
+  (``benchmarks/reference_loops.py``), timed on the first ``--loop-rows`` val rows,
+  checked equal to the vectorised scores there (a mismatch is printed under the row),
+  extrapolated to every scored row, and the speed-up of ``fit+score`` over it.
+
+Then the two kNN backends (torch tiles, faiss ``IndexFlatIP``) on the same bank: their
+seconds, the largest cosine difference and the neighbour agreement at k=1 and k=50.
 
     python benchmarks/scores.py --scale 0.1
+    python benchmarks/scores.py --scale 1 --methods msp maxlogit energy odin gen gradnorm
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import tempfile
 import time
-import tracemalloc
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from reference_loops import loop_for
+from synthetic_workspace import (
+    BACKBONE,
+    MOS_BACKBONE,
+    Bench,
+    array_bytes,
+    floor_seconds,
+    run_stage,
+    synthetic,
+    write_method,
+    write_workspace,
+)
 
-from oodbench.formats.classifier import Linear
-from oodbench.formats.features import FeatureSet
-from oodbench.methods import Detector, FitData, create, registry
+from oodbench.formats.paths import FEATURES
+from oodbench.methods import Detector, FitData, Precomputed, create
+from oodbench.methods.shared.neighbours import Bank, unit_rows
+from oodbench.results.fitdata import train_fingerprint
+from oodbench.results.scoring import score_set
 
-C, D = 1000, 768
-ROWS = {"train": 200_000, "val": 50_000}
-OOD_ROWS = {"openimage_o": 17_632, "texture": 5_160, "inaturalist": 10_000, "imagenet_o": 2_000}
-
-
-@dataclass
-class Bench:
-    fc: Linear
-    train: FeatureSet
-    val: FeatureSet
-    test: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (features, logits), val first
-
-
-def _features(rng: np.random.Generator, centres: np.ndarray, n: int, ood: bool) -> FeatureSet:
-    """Non-negative (post-activation-like) rows: a class centre plus noise, or pure noise."""
-    labels = rng.integers(0, C, n) if not ood else -np.ones(n, np.int64)
-    x = np.empty((n, D), np.float32)
-    for s in range(0, n, 16384):
-        block = rng.standard_normal((min(16384, n - s), D), dtype=np.float32)
-        if not ood:
-            block += 1.5 * centres[labels[s : s + len(block)]]
-        x[s : s + len(block)] = np.maximum(block + 0.5, 0)
-    return FeatureSet("ood" if ood else "id", x, labels.astype(np.int64), np.arange(n))
-
-
-def synthetic(scale: float, seed: int = 0) -> Bench:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((C, D), dtype=np.float32)
-    fc = Linear(
-        0.05 * centres, rng.normal(0, 0.1, C).astype(np.float32), [str(c) for c in range(C)]
-    )
-    train = _features(rng, centres, max(int(ROWS["train"] * scale), 2 * C), ood=False)
-    val = _features(rng, centres, max(int(ROWS["val"] * scale), 1), ood=False)
-    test = {"val": (val.features, fc.logits(val.features))}
-    for name, n in OOD_ROWS.items():
-        x = _features(rng, centres, max(int(n * scale), 1), ood=True).features
-        test[name] = (x, fc.logits(x))
-    return Bench(fc, train, val, test)
+#: the seed methods: params key -> (method, hyperparameters)
+SEED = {
+    "msp": ("msp", {}),
+    "maxlogit": ("maxlogit", {}),
+    "energy": ("energy", {}),
+    "odin": ("odin", {}),
+    "react": ("react", {}),
+    "gen": ("gen", {}),
+    "gradnorm": ("gradnorm", {}),
+    "vim": ("vim", {}),
+    "residual": ("residual", {}),
+    "mahalanobis": ("mahalanobis", {}),
+    "rmds": ("rmds", {}),
+    "klm": ("klm", {}),
+    "mos": ("mos", {}),
+    "knn": ("knn", {}),
+    "knn_openood": ("knn", {"variant": "openood"}),
+    "mcm": ("mcm", {}),
+}
+SUBSPACE = "vim_subspace.npz"
 
 
-def measure(name: str, bench: Bench, loop_rows: int) -> dict[str, object]:
-    """Fit and score one method; then a per-sample loop on `loop_rows` val rows."""
-    detector = create(name)
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    detector.fit(FitData(fc=bench.fc, train=bench.train, val=bench.val))
-    t1 = time.perf_counter()
-    for x, logits in bench.test.values():
-        detector.score(x, logits)
-    t2 = time.perf_counter()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    rows = sum(len(x) for x, _ in bench.test.values())
-    loop = time_loop(name, detector, bench, loop_rows)
-    return {
-        "method": name,
-        "fit_s": t1 - t0,
-        "score_s": t2 - t1,
-        "rows_per_s": rows / max(t2 - t1, 1e-9),
-        "peak_mb": peak / 2**20,
-        "loop_s": loop["per_row"] * rows,
-        "speedup": loop["per_row"] * rows / max(t2 - t1, 1e-9),
-        **loop,
-    }
+def fitted(key: str, bench: Bench, root: Path) -> tuple[Detector, float, float]:
+    """The detector of `key` fitted as its stage fits it; (detector, fit s, score s)."""
+    name, params = SEED[key]
+    detector = create(name, params, where=f"methods.{key}")
+    fc = bench.mos_fc if name == "mos" else bench.fc
+    data = FitData(fc=fc, train=bench.train, val=bench.val)
+    if detector.precomputed is not None:  # vim, residual: the subspace stage's file
+        fingerprint = train_fingerprint(BACKBONE, "train", None, fc)  # cwd: the workspace
+        path = root / FEATURES / BACKBONE / SUBSPACE
+        data = FitData(fc=fc, precomputed=Precomputed(path, fingerprint))
+    start = time.perf_counter()
+    detector.fit(data)
+    fit_s = time.perf_counter() - start
+    for fs in bench.scored().values():
+        score_set(detector, fs, fc)
+    return detector, fit_s, time.perf_counter() - start - fit_s
 
 
-def time_loop(name: str, detector: Detector, bench: Bench, loop_rows: int) -> dict[str, object]:
+def time_loop(key: str, detector: Detector, bench: Bench, loop_rows: int) -> dict:
     """Seconds per row of the per-sample loop on the first val rows, and its agreement."""
+    name = SEED[key][0]
     loop, fallback = loop_for(name)
-    x, logits = bench.test["val"]
-    n = max(min(loop_rows, len(x)), 1)
-    x, logits = x[:n], logits[:n]
-    t0 = time.perf_counter()
+    fc = bench.mos_fc if name == "mos" else bench.fc
+    x = bench.val.features[: max(min(loop_rows, len(bench.val)), 1)]
+    logits = fc.logits(x)
+    start = time.perf_counter()
     got = loop(detector, x, logits)
-    per_row = (time.perf_counter() - t0) / n
+    per_row = (time.perf_counter() - start) / len(x)
     return {
         "per_row": per_row,
         "fallback": fallback,
@@ -120,51 +119,120 @@ def mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
         return f"shape {got.shape} != {want.shape}"
     finite = np.abs(want[np.isfinite(want)])
     atol = 1e-5 * (finite.max() if finite.size else 1.0)
-    if np.allclose(got, want, rtol=1e-4, atol=atol, equal_nan=True):
-        return None
     bad = ~np.isclose(got, want, rtol=1e-4, atol=atol, equal_nan=True)
+    if not bad.any():
+        return None
     i = int(np.flatnonzero(bad)[0])
-    example = f"row {i}: loop {got[i]:.7g} vs vectorised {want[i]:.7g}"
-    return f"{int(bad.sum())}/{len(want)} rows differ, e.g. {example}"
+    return f"{int(bad.sum())}/{len(want)} rows differ, e.g. row {i}: loop {got[i]:.7g} vs {want[i]:.7g}"
+
+
+def stage_args(key: str) -> list[str]:
+    if SEED[key][0] == "mos":
+        return ["--backbone", MOS_BACKBONE, "--method", key, "--features", BACKBONE]
+    return ["--backbone", BACKBONE, "--method", key]
+
+
+def reads_train(key: str) -> bool:
+    detector = create(*SEED[key])
+    return bool(detector.requires & {"train", "labels"}) and detector.precomputed is None
+
+
+def compare_backends(bench: Bench) -> None:
+    """torch vs faiss on the train bank and every scored row: seconds, agreement."""
+    if importlib.util.find_spec("faiss") is None:
+        print("\nkNN backends: faiss-cpu is not installed (pip install faiss-cpu); skipped")
+        return
+    queries = unit_rows(np.concatenate([fs.features for fs in bench.scored().values()]))
+    bank_rows = unit_rows(bench.train.features)
+    print(f"\nkNN backends: {len(queries)} queries x {len(bank_rows)} bank rows (exact search)")
+    print(
+        f"{'k':>4}{'torch s':>10}{'faiss s':>10}{'max |cos diff|':>16}{'same top-1':>12}{'top-k overlap':>15}"
+    )
+    banks = {backend: Bank(bank_rows, backend) for backend in ("torch", "faiss")}
+    for k in (1, 50):
+        found, seconds = {}, {}
+        for backend, bank in banks.items():
+            start = time.perf_counter()
+            found[backend] = bank.search(queries, k)
+            seconds[backend] = time.perf_counter() - start
+        (cos_t, rows_t), (cos_f, rows_f) = found["torch"], found["faiss"]
+        same_top1 = float((rows_t[:, 0] == rows_f[:, 0]).mean())
+        overlap = np.mean(
+            [len(np.intersect1d(a, b)) / k for a, b in zip(rows_t, rows_f, strict=True)]
+        )
+        print(
+            f"{k:>4}{seconds['torch']:>10.2f}{seconds['faiss']:>10.2f}"
+            f"{np.abs(cos_t - cos_f).max():>16.2e}{same_top1:>12.4f}{overlap:>15.4f}",
+            flush=True,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every row count")
     parser.add_argument("--loop-rows", type=int, default=100, help="rows in the per-sample loop")
-    parser.add_argument("--methods", nargs="*", help="subset of registered methods")
+    parser.add_argument("--methods", nargs="*", choices=list(SEED), help="a subset (keys)")
+    parser.add_argument("--no-backends", action="store_true", help="skip torch vs faiss")
+    parser.add_argument("--workdir", help="where to write the workspace (default: a temp dir)")
     args = parser.parse_args()
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     bench = synthetic(args.scale)
-    rows = sum(len(x) for x, _ in bench.test.values())
-    print(
-        f"synthetic data: C={C} D={D} train={len(bench.train)} scored rows={rows} "
-        f"({time.perf_counter() - t0:.1f}s to generate)"
-    )
-    header = f"{'method':<14}{'fit s':>8}{'score s':>9}{'rows/s':>11}{'peak MB':>9}"
-    print(header + f"{'loop s (extrap.)':>18}{'speed-up':>10}")
-    fallbacks = 0
-    for name in args.methods or list(registry()):
-        try:
-            r = measure(name, bench, args.loop_rows)
-        except Exception as err:  # a method that cannot run on this data is reported, not fatal
-            print(f"{name:<14}skipped: {type(err).__name__}: {str(err).splitlines()[0][:90]}")
-            continue
-        fallbacks += bool(r["fallback"])
-        print_row(r)
-    if fallbacks:
-        print("* no reference per-sample loop: vectorised score() called on one row at a time")
-
-
-def print_row(r: dict[str, object]) -> None:
-    mark = "*" if r["fallback"] else " "
-    print(
-        f"{r['method']:<14}{r['fit_s']:>8.2f}{r['score_s']:>9.2f}{r['rows_per_s']:>11,.0f}"
-        f"{r['peak_mb']:>9.0f}{r['loop_s']:>17.1f}{mark}{r['speedup']:>9.0f}x",
-        flush=True,
-    )
-    if r["mismatch"]:
-        print(f"  ! {r['method']}: per-sample loop != vectorised score: {r['mismatch']}")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        root = Path(tmp)
+        write_workspace(root, bench)
+        os.chdir(root)  # the stages and fitdata's helpers read relative paths
+        keys = args.methods or list(SEED)
+        for key in keys:
+            write_method(root, key, *SEED[key])
+        scored_names = list(bench.scored())
+        rows = sum(len(fs) for fs in bench.scored().values())
+        print(
+            f"synthetic workspace: C=1000 D=768 train={len(bench.train)} scored rows={rows} "
+            f"({time.perf_counter() - start:.1f}s to generate and write)"
+        )
+        floors = {
+            False: min(floor_seconds(root, scored_names, bench.fc) for _ in range(2)),
+            True: min(floor_seconds(root, ["train", *scored_names], bench.fc) for _ in range(2)),
+        }
+        mb = {t: array_bytes(bench, t) / 2**20 for t in (False, True)}
+        print(
+            f"floor: read + logits {floors[False]:.2f}s ({mb[False]:.0f} MB of features); "
+            f"with train {floors[True]:.2f}s ({mb[True]:.0f} MB)"
+        )
+        subspace = None
+        if {"vim", "residual"} & set(keys):
+            subspace = run_stage(root, "subspace", "--backbone", BACKBONE)
+        print(
+            f"\n{'method':<13}{'fit+score s':>12}{'x floor':>8}{'stage s':>9}{'x floor':>8}"
+            f"{'peak RSS MB':>12}{'x arrays':>9}{'loop s':>10}{'speed-up':>10}"
+        )
+        if subspace is not None:
+            ratio = subspace.seconds / floors[True]
+            print(
+                f"{'subspace':<13}{'':>12}{'':>8}{subspace.seconds:>9.2f}{ratio:>8.1f}"
+                f"{subspace.peak_rss / 2**20:>12.0f}{subspace.peak_rss / 2**20 / mb[True]:>9.2f}"
+                "  (stage: once per backbone, for vim and residual)"
+            )
+        for key in keys:
+            detector, fit_s, score_s = fitted(key, bench, root)
+            loop = time_loop(key, detector, bench, args.loop_rows)
+            stage = run_stage(root, "score", *stage_args(key))
+            train = reads_train(key)
+            inproc = fit_s + score_s
+            loop_s = loop["per_row"] * rows
+            mark = "*" if loop["fallback"] else " "
+            print(
+                f"{key:<13}{inproc:>12.2f}{inproc / floors[train]:>8.1f}{stage.seconds:>9.2f}"
+                f"{stage.seconds / floors[train]:>8.1f}{stage.peak_rss / 2**20:>12.0f}"
+                f"{stage.peak_rss / 2**20 / mb[train]:>9.2f}{loop_s:>9.1f}{mark}"
+                f"{loop_s / inproc:>9.0f}x",
+                flush=True,
+            )
+            if loop["mismatch"]:
+                print(f"  ! {key}: per-sample loop != vectorised score: {loop['mismatch']}")
+        print("* no reference per-sample loop: vectorised score() on one row at a time")
+    if not args.no_backends:
+        compare_backends(bench)
 
 
 if __name__ == "__main__":

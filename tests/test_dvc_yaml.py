@@ -102,7 +102,10 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
         "oodbench/methods/base.py",
         "oodbench/methods/vim.py",
         "oodbench/methods/shared/__init__.py",
+        "oodbench/methods/shared/checks.py",
+        "oodbench/methods/shared/logits.py",
         "oodbench/methods/shared/subspace.py",
+        "oodbench/methods/shared/threads.py",
     }
     assert set(digest["files"]) == set(closure(digest["entries"], ROOT))
     # a method that never reads ID train does not depend on its features

@@ -6,6 +6,9 @@ so scores agree to rtol 1e-9 relative to the distance scale (atol 1e-7 * max |sc
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from scipy.linalg import pinvh
@@ -14,6 +17,7 @@ from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet
 from oodbench.methods import FitData, create
+from oodbench.methods.shared.checks import IllPosedFitWarning
 from tests.faults_catalogue import catalogue
 
 
@@ -106,15 +110,70 @@ def test_rmds_matches_openood_loop() -> None:
 @catalogue(
     "arrays",
     "a class covariance is singular (fewer rows than dimensions)",
-    "the pooled estimate uses a pseudo-inverse and matches the reference; `class_average` refuses with a `singular` error",
+    "the pooled estimate uses a pseudo-inverse and matches the project's float64 reference "
+    "loop, with one warning naming the key, the rank and the feature dimension (the ViM/MOODv2 "
+    "code centres in float32, and its pseudo-inverse is then noise: precision norm ~1e10, "
+    "rank correlation with the sound answer ~0 at 100 rows, D=384; one-class mode on "
+    "ImageNet, ~200 train rows per class at D=768, is in this regime); `class_average` "
+    "refuses with a `singular` error",
 )
 def test_singular_covariance_uses_pseudo_inverse() -> None:
     data = _data(3, 20, 4, seed=5)  # 12 rows, D = 20: rank-deficient pooled covariance
     test = np.random.default_rng(6).normal(size=(7, 20)).astype(np.float32)
-    _close(create("mahalanobis").fit(data).score(test, None), _loop_mahalanobis(data, test))
-    _close(create("rmds").fit(data).score(test, None), _loop_rmds(data, test))
+    with pytest.warns(
+        IllPosedFitWarning, match=r"methods\.mahalanobis: .* rank 8, below the feature dimension 20"
+    ):
+        maha = create("mahalanobis").fit(data)
+    _close(maha.score(test, None), _loop_mahalanobis(data, test))
+    with pytest.warns(IllPosedFitWarning, match=r"methods\.rmds: "):
+        rmds = create("rmds").fit(data)
+    _close(rmds.score(test, None), _loop_rmds(data, test))
     with pytest.raises(DataError, match="singular"):
         create("mahalanobis", {"covariance": "class_average"}).fit(data)
+
+
+def _one_class(rows: int, d: int, seed: int = 0) -> tuple[FitData, np.ndarray]:
+    """One-class mode: the rows of a single class, with the non-zero mean real features have."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=d)
+    x = (offset + rng.normal(size=(rows, d)) * rng.uniform(0.5, 2, d)).astype(np.float32)
+    test = (offset + rng.normal(size=(200, d)) * 2).astype(np.float32)
+    fc = Linear(np.zeros((3, d), np.float32), np.zeros(3, np.float32), ["a", "b", "c"])
+    train = FeatureSet("train", x, np.zeros(rows, np.int64), np.arange(rows))
+    return FitData(fc=fc, train=train), test
+
+
+def test_float32_centring_of_the_reference_is_noise_below_d_rows() -> None:
+    """100 rows of one class in D = 384 (the docs/faults.md numbers): ours matches the
+    float64 loop, while the reference's float32 centring leaves rounding noise that
+    pinvh inverts: its precision has norm ~1e10 and its scores no rank correlation with
+    the sound ones. With 2,000 rows the two agree again."""
+    from scipy.stats import spearmanr
+
+    data, test = _one_class(100, 384)
+    with pytest.warns(
+        IllPosedFitWarning,
+        match=r"100 train rows in 1 classes has rank 99, below the feature dimension 384",
+    ):
+        got = create("mahalanobis").fit(data).score(test, None)
+    _close(got, _loop_mahalanobis(data, test))
+    noise = _vim_benchmark_float32(data, test, precision_norm=True)
+    assert noise.precision_norm > 1e8
+    assert abs(spearmanr(noise.scores, got).statistic) < 0.3
+    many, test = _one_class(2000, 384, seed=1)
+    sound = _vim_benchmark_float32(many, test, precision_norm=True)
+    assert sound.precision_norm < 10
+    np.testing.assert_allclose(
+        create("mahalanobis").fit(many).score(test, None), sound.scores, rtol=1e-4
+    )
+
+
+def test_enough_rows_per_class_do_not_warn() -> None:
+    data = _data(30, 20, 4, seed=5)  # N - K = 116 >= D = 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create("mahalanobis").fit(data)
+        create("rmds").fit(data)
 
 
 def test_class_without_train_rows_is_left_out() -> None:
@@ -173,7 +232,15 @@ def test_invalid_hyperparameters_name_the_key(name: str, params: dict, key: str)
         create(name, params)
 
 
-def _vim_benchmark_float32(data: FitData, test: np.ndarray) -> np.ndarray:
+@dataclass
+class Reference:
+    scores: np.ndarray
+    precision_norm: float
+
+
+def _vim_benchmark_float32(
+    data: FitData, test: np.ndarray, precision_norm: bool = False
+) -> np.ndarray | Reference:
     """The ViM benchmark verbatim in dtype: class means and centring in float32, then
     sklearn's EmpiricalCovariance (float64, pinvh) on the centred rows."""
     from sklearn.covariance import EmpiricalCovariance
@@ -182,18 +249,27 @@ def _vim_benchmark_float32(data: FitData, test: np.ndarray) -> np.ndarray:
     means, centred = [], []
     for k in range(data.fc.num_classes):
         fs = x[y == k]
+        if len(fs) == 0:
+            continue
         means.append(fs.mean(axis=0))
         centred.extend(fs - means[-1])
     ec = EmpiricalCovariance(assume_centered=True).fit(np.array(centred).astype(np.float64))
     mean = np.array(means).astype(np.float64)
-    return np.array([-(((f - mean) @ ec.precision_) * (f - mean)).sum(axis=-1).min() for f in test])
+    scores = np.array(
+        [-(((f - mean) @ ec.precision_) * (f - mean)).sum(axis=-1).min() for f in test]
+    )
+    if precision_norm:
+        return Reference(scores, float(np.linalg.norm(ec.precision_, 2)))
+    return scores
 
 
+@pytest.mark.filterwarnings("ignore::oodbench.methods.shared.checks.IllPosedFitWarning")
 @pytest.mark.parametrize("n_per_class", [8, 60])
 def test_float64_centring_agrees_with_the_float32_reference(n_per_class: int) -> None:
-    """We centre in float64; the reference centres in float32. Even when N - C < D (the
-    demo's shape: rank-deficient covariance, pseudo-inverse) the two agree to float32
-    rounding, because the reference's rounding noise lies far below pinvh's cutoff."""
+    """We centre in float64; the reference centres in float32. On these post-ReLU features
+    the two agree to float32 rounding even when N - C < D (a rank-deficient covariance),
+    because the reference's rounding noise lies below pinvh's cutoff here; with a larger
+    mean relative to the spread it does not (test_float32_centring_of_the_reference_...)."""
     rng = np.random.default_rng(11)
     data = _data(n_per_class, 96, 6, seed=12)
     relu = np.maximum(data.train.features, 0)  # post-ReLU, like CNN penultimate features

@@ -291,3 +291,26 @@ def test_train_is_required(name):
 def test_invalid_hyperparameters_name_the_key(name, params, key):
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         create(name, params)
+
+
+@pytest.mark.parametrize("name", ["she", "fdbd", "nci"])
+def test_given_logits_are_the_recomputed_ones_bit_for_bit(name):
+    """she, fdbd and nci use the logits score() is given instead of recomputing
+    fc.logits(x): the score stage passes fc.logits(block), that very product, so the
+    scores are bit-identical to recomputing it; logits of another shape are refused.
+    (Blocks of 5 rows against all 37 differ by float32 rounding only: BLAS may round a
+    row's product differently with another row count.)"""
+    from oodbench.results.scoring import score_set
+
+    fc = _fc()
+    det = create(name).fit(FitData(fc=fc, train=_train(fc)))
+    x = _feats(37, seed=11)
+    recomputed = det.score(x, None)
+    np.testing.assert_array_equal(det.score(x, fc.logits(x)), recomputed)
+    blocks = score_set(det, FeatureSet("x", x, np.zeros(37, np.int64), np.arange(37)), fc, 5)
+    np.testing.assert_allclose(blocks, recomputed, rtol=1e-6)
+    for start in range(0, 37, 5):
+        block = x[start : start + 5]
+        np.testing.assert_array_equal(blocks[start : start + 5], det.score(block, None))
+    with pytest.raises(DataError, match=r"pass fc\.logits"):
+        det.score(x, fc.logits(x)[:, :3])

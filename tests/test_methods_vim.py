@@ -7,15 +7,18 @@ rtol 1e-4 (float32 projection of O(10) values) and the subspaces to 1e-6.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from oodbench.core.errors import ParamsError
+from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet
-from oodbench.methods import FitData, create
+from oodbench.methods import FitData, Precomputed, create
 from oodbench.methods.shared import subspace as vim_module
+from oodbench.methods.shared.checks import IllPosedFitWarning
 
 D, C, N = 32, 10, 600
 
@@ -135,3 +138,54 @@ def test_fit_is_shared_between_vim_and_residual(monkeypatch: pytest.MonkeyPatch)
     copy = FitData(fc=data.fc, train=_featureset(data.train.features.copy()))
     create("vim").fit(copy)  # equal values but another array: refit, never a stale hit
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("dim", [1, D // 2, D - 1])
+def test_moments_give_the_in_process_fit(dim: int) -> None:
+    """The subspace stage's DIM-independent moments give the same null space bit for bit
+    and alpha to float rounding (a float64 table instead of float32 norms), for any DIM."""
+    data, test = _problem(3)
+    direct = vim_module.fit_vim(data.train.features, data.fc, dim)
+    moments = vim_module.subspace_moments(data.train.features, data.fc)
+    from_moments = moments.fit(dim)
+    np.testing.assert_array_equal(from_moments.null_space, direct.null_space)
+    np.testing.assert_array_equal(from_moments.origin, direct.origin)
+    assert from_moments.alpha == pytest.approx(direct.alpha, rel=1e-6)
+    np.testing.assert_allclose(from_moments.residual(test), direct.residual(test), rtol=1e-6)
+    assert moments.rows == N and moments.residual_means[D] == 0.0
+    assert np.all(np.diff(moments.eigenvalues) >= 0)  # ascending, as eigh returns them
+
+
+def test_detectors_fit_from_a_saved_subspace_without_train(tmp_path) -> None:
+    data, test = _problem(4)
+    path = tmp_path / "vim_subspace.npz"
+    vim_module.save_moments(path, vim_module.subspace_moments(data.train.features, data.fc, "f1"))
+    assert Precomputed(path, "f1").current() and not Precomputed(path, "f2").current()
+    logits = data.fc.logits(test)
+    no_train = FitData(fc=data.fc, precomputed=Precomputed(path, "f1"))
+    for name in ("vim", "residual"):
+        want = create(name).fit(data).score(test, logits)
+        got = create(name).fit(no_train).score(test, logits)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(DataError, match="computed from other train features"):
+        create("vim").fit(FitData(fc=data.fc, precomputed=Precomputed(path, "f2")))
+    path.write_bytes(b"not an npz")
+    with pytest.raises(DataError, match="unreadable ViM subspace file"):
+        create("vim").fit(FitData(fc=data.fc, precomputed=Precomputed(path, "f1")))
+
+
+@pytest.mark.parametrize("name", ["vim", "residual"])
+def test_fewer_train_rows_than_dim_warn_naming_key_rank_and_dimension(name: str) -> None:
+    """DIM = 16 principal directions from 10 rows: the second moment has rank <= 10, so
+    6 principal directions are arbitrary. One warning names the key, the rank, DIM and D."""
+    data, _ = _problem(5)
+    few = FitData(fc=data.fc, train=_featureset(data.train.features[:10]))
+    with pytest.warns(IllPosedFitWarning) as caught:
+        create(name).fit(few)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert f"methods.{name}: 10 train rows" in message
+    assert "rank <= 10, below DIM 16 (feature dimension 32)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DIM <= rows: no warning
+        create(name).fit(FitData(fc=data.fc, train=_featureset(data.train.features[:16])))

@@ -8,23 +8,37 @@
 Dense matrices are NPY (memory-mappable, ~10x faster than Parquet lists); per-row
 metadata is a small Parquet sidecar. ``info.json`` is written last: a directory
 without it is unfinished.
+
+Checksums are verified once per artifact: a reader checks every shard's sha256 (while
+reading it, so each file is read once), except inside a DVC stage (``DVC_STAGE`` set),
+where DVC has hashed the directory as a dependency before running the command. Shapes
+and row counts are checked always.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import pandas as pd
+import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
 from oodbench.formats.atomic import atomic_path, write_text
 from oodbench.formats.manifest import ListClasses
 
+if TYPE_CHECKING:  # writers are handed a DataFrame; readers need no pandas (stage start-up)
+    import pandas as pd
+
 FORMAT_VERSION = 1
+#: set by DVC for the command of every stage it runs (dvc/stage/run.py)
+DVC_STAGE_ENV = "DVC_STAGE"
+#: bytes per read (and hash update) of a shard
+READ_BYTES = 1 << 24
 
 
 @dataclass
@@ -87,10 +101,26 @@ def read_feature_info(directory: str | Path) -> dict:
         ) from err
 
 
+def verify_by_default() -> bool:
+    """Whether readers check shard checksums when not told: yes, unless this process is a
+    DVC stage (``DVC_STAGE`` set), whose dependencies DVC has hashed before running it."""
+    return DVC_STAGE_ENV not in os.environ
+
+
 def load_features(
-    directory: str | Path, *, verify: bool = True, backbone: str | None = None
+    directory: str | Path,
+    *,
+    verify: bool | None = None,
+    backbone: str | None = None,
+    logits: bool = True,
 ) -> FeatureSet:
-    """Read a feature directory, checking shard checksums, shapes and the backbone."""
+    """Read a feature directory, checking shapes, row counts and the backbone.
+
+    Each kind of array is read into one preallocated array (no per-shard copies to
+    concatenate). ``verify``: check each shard's sha256 while reading it (None:
+    :func:`verify_by_default`). ``logits``: also read the model head's logits shards;
+    a reader that recomputes logits from the classifier (the score stage) passes False.
+    """
     directory = Path(directory)
     info = read_feature_info(directory)
     if backbone is not None and info.get("backbone") != backbone:
@@ -98,14 +128,14 @@ def load_features(
             f"{directory}: features were extracted with backbone {info.get('backbone')!r}, "
             f"expected {backbone!r}; rerun `dvc repro` for this backbone"
         )
-    feats, logits = [], []
-    for shard in info["shards"]:
-        feats.append(_load_array(directory, shard, "features", verify))
-        if info.get("num_classes"):
-            logits.append(_load_array(directory, shard, "logits", verify))
-    index = pd.read_parquet(directory / "index.parquet")
-    dim = int(info["feature_dim"])
-    features = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
+    verify = verify_by_default() if verify is None else verify
+    shards = info["shards"]
+    features = _read_kind(directory, shards, "features", int(info["feature_dim"]), verify)
+    num_classes = int(info.get("num_classes") or 0)
+    head = None
+    if logits and num_classes:
+        head = _read_kind(directory, shards, "logits", num_classes, verify)
+    index = pq.read_table(directory / "index.parquet", columns=["index", "label"])
     if len(index) != len(features):
         raise DataError(
             f"{directory}/index.parquet has {len(index)} rows but the shards hold "
@@ -114,25 +144,91 @@ def load_features(
     return FeatureSet(
         dataset=str(info["dataset"]),
         features=features,
-        labels=index["label"].to_numpy(np.int64),
-        index=index["index"].to_numpy(np.int64),
-        logits=np.concatenate(logits) if logits else None,
+        labels=np.asarray(index.column("label").to_numpy(), dtype=np.int64),
+        index=np.asarray(index.column("index").to_numpy(), dtype=np.int64),
+        logits=head,
     )
 
 
-def _load_array(directory: Path, shard: dict, kind: str, verify: bool) -> np.ndarray:
-    path = directory / f"{shard['name']}.{kind}.npy"
+def _read_kind(
+    directory: Path, shards: list[dict], kind: str, width: int, verify: bool
+) -> np.ndarray:
+    """Every shard of one kind read into one float32 [rows, width] array."""
+    out = np.empty((sum(int(s["rows"]) for s in shards), width), np.float32)
+    start = 0
+    for shard in shards:
+        rows = int(shard["rows"])
+        expected = shard["sha256"][kind] if verify else None
+        _read_shard(directory / f"{shard['name']}.{kind}.npy", out[start : start + rows], expected)
+        start += rows
+    return out
+
+
+def _read_shard(path: Path, dest: np.ndarray, sha256: str | None) -> None:
+    """Read one NPY shard into `dest` (its rows of the preallocated array), hashing the
+    bytes as they arrive when `sha256` is given: the file is read once, not twice."""
     if not path.is_file():
         raise DataError(f"{path}: shard file missing; rerun `dvc repro` to re-extract")
-    if verify and sha256_file(path) != shard["sha256"][kind]:
-        raise DataError(
-            f"{path}: checksum mismatch, the file is corrupted; delete {directory} "
-            "and rerun `dvc repro` (or `dvc checkout` to restore it from the cache)"
-        )
+    digest = hashlib.sha256() if sha256 is not None else None
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _npy_header(f, path)
+            if shape != dest.shape:
+                raise DataError(
+                    f"{path}: shape {shape} does not match info.json; rerun `dvc repro`"
+                )
+            if dtype != np.dtype("<f4") or fortran:  # never written so, but still readable
+                _copy_other_layout(path, dest)
+                digest = None
+                if sha256 is not None and sha256_file(path) != sha256:
+                    raise _corrupted(path)
+                return
+            if digest is not None:
+                header_end = f.tell()
+                f.seek(0)
+                digest.update(f.read(header_end))
+            _read_bytes(f, memoryview(dest).cast("B"), digest, path)
+            if f.read(1):
+                raise DataError(f"{path}: trailing bytes after the array; rerun `dvc repro`")
+    except DataError:
+        # a corrupted file reads as garbage in many ways: name the checksum when it differs
+        if sha256 is not None and sha256_file(path) != sha256:
+            raise _corrupted(path) from None
+        raise
+    if digest is not None and digest.hexdigest() != sha256:
+        raise _corrupted(path)
+
+
+def _npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from an NPY header, leaving `f` at the data."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(f)
+        return np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable NPY file ({err}); rerun `dvc repro`") from err
+
+
+def _read_bytes(f: BinaryIO, view: memoryview, digest: Any, path: Path) -> None:
+    for start in range(0, len(view), READ_BYTES):
+        part = view[start : start + READ_BYTES]
+        got = f.readinto(part)
+        if got != len(part):
+            raise DataError(f"{path}: truncated shard file; rerun `dvc repro` to re-extract")
+        if digest is not None:
+            digest.update(part)
+
+
+def _copy_other_layout(path: Path, dest: np.ndarray) -> None:
+    try:
+        dest[...] = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
         raise DataError(f"{path}: unreadable NPY file ({err}); rerun `dvc repro`") from err
-    if array.ndim != 2 or array.shape[0] != shard["rows"]:
-        raise DataError(f"{path}: shape {array.shape} does not match info.json; rerun `dvc repro`")
-    return np.asarray(array)
+
+
+def _corrupted(path: Path) -> DataError:
+    return DataError(
+        f"{path}: checksum mismatch, the file is corrupted; delete {path.parent} "
+        "and rerun `dvc repro` (or `dvc checkout` to restore it from the cache)"
+    )

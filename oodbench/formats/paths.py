@@ -49,6 +49,11 @@ def fc_path(backbone: str) -> Path:
     return FEATURES / backbone / "fc.safetensors"
 
 
+def subspace_path(backbone: str) -> Path:
+    """The ViM subspace of the backbone's classifier on ID train (the subspace stage)."""
+    return FEATURES / backbone / "vim_subspace.npz"
+
+
 def scores_path(backbone: str, method: str) -> Path:
     return SCORES / backbone / f"{method}.parquet"
 

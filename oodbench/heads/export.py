@@ -87,7 +87,7 @@ def build_classifier(
 
 def load_id_train(backbone: str, dataset: str) -> FeatureSet:
     """ID train features with the class names of their datalist (None: it names none)."""
-    train = load_features(features_dir(backbone, dataset), backbone=backbone)
+    train = load_features(features_dir(backbone, dataset), backbone=backbone, logits=False)
     classes = load_list_classes(classes_sidecar(manifest_path(dataset)))
     return dataclasses.replace(train, classes=classes)
 

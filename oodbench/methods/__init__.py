@@ -9,10 +9,20 @@ from oodbench.methods.base import (
     Detector,
     FitData,
     NotFittedError,
+    Precomputed,
     create,
     from_params,
     register,
     registry,
 )
 
-__all__ = ["Detector", "FitData", "NotFittedError", "create", "from_params", "register", "registry"]
+__all__ = [
+    "Detector",
+    "FitData",
+    "NotFittedError",
+    "Precomputed",
+    "create",
+    "from_params",
+    "register",
+    "registry",
+]

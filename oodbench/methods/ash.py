@@ -31,6 +31,7 @@ class ASH(Detector):
     """
 
     paper: ClassVar[str] = "Djurisic et al., ICLR 2023"
+    reads_logits = False
 
     # OpenOOD's ASH sweep
     grid: ClassVar[dict[str, list[Any]]] = {"percentile": [65, 70, 75, 80, 85, 90, 95]}
@@ -47,5 +48,10 @@ class ASH(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         check_kept(self.params_key, features.shape[1], self.percentile_)
-        shaped = ash_shape(features, self.percentile_, self.variant)
-        return energy_of(shaped, self.fc_.weight, self.fc_.bias)
+        percentile, variant = self.percentile_, self.variant
+        return energy_of(
+            features,
+            self.fc_.weight,
+            self.fc_.bias,
+            shape=lambda x: ash_shape(x, percentile, variant),
+        )

@@ -23,6 +23,7 @@ import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -41,13 +42,37 @@ class NotFittedError(OodbenchError):
     """``score`` was called before ``fit`` (pytorch-ood's RequiresFittingException)."""
 
 
+@dataclass(frozen=True)
+class Precomputed:
+    """A part of a fit that its own stage computed ahead into a file, and the fingerprint
+    of the inputs (train rows, classifier) the file must record to be used."""
+
+    path: Path
+    fingerprint: str
+
+    def current(self) -> bool:
+        """Whether the file exists and records this fingerprint (an ``.npz`` with a
+        ``fingerprint`` member; only that member is read)."""
+        if not self.path.is_file():
+            return False
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                return str(f["fingerprint"]) == self.fingerprint
+        except (OSError, KeyError, ValueError):
+            return False
+
+
 @dataclass
 class FitData:
-    """What a detector may learn from: the classifier, ID train and (optionally) ID val."""
+    """What a detector may learn from: the classifier, ID train and (optionally) ID val.
+
+    ``precomputed``: the detector's :attr:`Detector.precomputed` file, current for this
+    train set and classifier, which it fits from instead of train (which is then None)."""
 
     fc: Linear
     train: FeatureSet | None = None
     val: FeatureSet | None = None
+    precomputed: Precomputed | None = None
 
     def require_train(self, where: str) -> FeatureSet:
         if self.train is None:
@@ -75,6 +100,13 @@ class Detector:
     per_dataset: ClassVar[str | None] = None
     #: True: the score is a function of the logits alone, so it needs no fit
     logits_only: ClassVar[bool] = False
+    #: False: ``_score`` never reads its logits argument (it scores the features, or
+    #: logits of its own such as clipped ones), so the score stage passes None instead
+    #: of computing x W^T + b for nothing
+    reads_logits: ClassVar[bool] = True
+    #: the file (under ``features/<bb>/``) of a fit computed ahead by its own stage that
+    #: fit() uses instead of reading train when the score stage finds it current
+    precomputed: ClassVar[str | None] = None
     #: the hyperparameter grid `oodbench tune` searches (OpenOOD's sweep where it has one)
     grid: ClassVar[dict[str, list[Any]]] = {}
     #: the paper, and the reference code whose numbers the method reproduces
@@ -117,7 +149,11 @@ class Detector:
         """What a subclass learns; the base keeps the classifier only."""
 
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """One score per row of `features` ([N, D]) with its `logits` ([N, C]); higher = ID."""
+        """One score per row of `features` ([N, D]) with its `logits` ([N, C]); higher = ID.
+
+        `logits` are ``fc.logits(features)``, the float32 product of the fitted classifier
+        (the score stage computes them once per block of rows); a method may use them
+        instead of recomputing them. Methods that do not need them accept None."""
         if not (self.logits_only or hasattr(self, "fc_")):
             raise NotFittedError(
                 f"{self.params_key}: {type(self).__name__} is not fitted; call fit() first"

@@ -25,6 +25,7 @@ class DICE(Detector):
     """
 
     paper: ClassVar[str] = "Sun & Li, ECCV 2022"
+    reads_logits = False
 
     requires = frozenset({"train"})
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import logsumexp
 
 from oodbench.methods.base import Detector, register
 from oodbench.methods.shared.checks import positive
+from oodbench.methods.shared.logits import logsumexp_rows
 
 
 @register("energy")
@@ -26,4 +26,4 @@ class Energy(Detector):
         positive(self.params_key, "temperature", self.temperature)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return self.temperature * logsumexp(logits / self.temperature, axis=1)
+        return logsumexp_rows(logits, self.temperature)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from oodbench.methods.base import Detector, FitData, register
+from oodbench.methods.shared.logits import classifier_logits
 from oodbench.methods.shared.statistics import train_mean
 
 
@@ -33,7 +34,6 @@ class FDBD(Detector):
         self.train_mean_ = train_mean(data, self.params_key)
         w = np.asarray(data.fc.weight, np.float64)
         self.sq_norms_ = np.einsum("cd,cd->c", w, w)
-        return self
 
     def _denominators(self, classes: np.ndarray) -> np.ndarray:
         """||w_p - w_j|| for the rows p in `classes` (1 on the diagonal, as the reference)."""
@@ -45,7 +45,7 @@ class FDBD(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         x = np.asarray(features, np.float32)
-        z = self.fc_.logits(x)
+        z = classifier_logits(self.fc_, x, logits)
         pred = np.argmax(z, axis=1)
         classes, rows = np.unique(pred, return_inverse=True)
         gaps = np.abs(z - z.max(axis=1, keepdims=True)).astype(np.float64)

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import softmax
 
 from oodbench.methods.base import Detector, register
-from oodbench.methods.shared.entropy import check_gen, generalized_entropy
+from oodbench.methods.shared.entropy import check_gen, gen_of_logits
 
 
 @register("gen")
@@ -38,4 +37,4 @@ class GEN(Detector):
         check_gen(self.params_key, self.gamma, self.M)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return generalized_entropy(softmax(logits, axis=1), self.gamma, self.M)
+        return gen_of_logits(logits, self.gamma, self.M)

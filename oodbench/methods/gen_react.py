@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import softmax
 
 from oodbench.methods.base import Detector, FitData, register
 from oodbench.methods.shared.checks import fraction
 from oodbench.methods.shared.clipping import clip_threshold, clipped_logits
 from oodbench.methods.shared.entropy import check_gen, generalized_entropy
+from oodbench.methods.shared.logits import by_blocks, softmax_block
 
 
 @register("gen_react")
@@ -25,6 +25,7 @@ class GENReAct(Detector):
 
     paper: ClassVar[str] = "Liu, Lochman & Zach, CVPR 2023"
     reference: ClassVar[str] = "https://github.com/XixiLiu95/GEN"
+    reads_logits = False
     requires = frozenset({"train"})
 
     gamma: float = 0.1
@@ -40,5 +41,10 @@ class GENReAct(Detector):
         self.clip_ = clip_threshold(train, self.quantile)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        clipped = clipped_logits(features, self.clip_, self.fc_.weight, self.fc_.bias)
-        return generalized_entropy(softmax(clipped, axis=1), self.gamma, self.M)
+        w, b, clip = self.fc_.weight, self.fc_.bias, self.clip_
+
+        def block(x: np.ndarray) -> np.ndarray:
+            probs = softmax_block(clipped_logits(x, clip, w, b))
+            return generalized_entropy(probs, self.gamma, self.M)
+
+        return by_blocks(block, features)

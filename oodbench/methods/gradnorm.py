@@ -17,30 +17,31 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import softmax
 
 from oodbench.methods.base import Detector, register
 from oodbench.methods.shared.checks import positive
-
-#: rows per block: bounds the float64 [rows, C] softmax to ~30 MB at C=1000
-CHUNK_ROWS = 4096
+from oodbench.methods.shared.logits import by_blocks, shifted_exp
 
 
 def gradnorm(features: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(1/T) * sum_c |C softmax(z/T)_c - 1| * ||x||_1 per row, in float64.
+    """(1/T) * sum_c |C softmax(z/T)_c - 1| * ||x||_1 per row, in float64, by row blocks.
 
     float64 avoids the cancellation in ``C p_c - 1`` near the uniform prediction; the
-    float32 reference agrees to its own rounding.
+    float32 reference agrees to its own rounding. With e = exp((z - max z) / T) and
+    s = sum_c e_c, sum_c |C p_c - 1| = sum_c |C e_c - s| / s: no division per element.
     """
     num_classes = logits.shape[1]
-    out = np.empty(len(logits), dtype=np.float64)
-    for start in range(0, len(logits), CHUNK_ROWS):
-        stop = start + CHUNK_ROWS
-        p = softmax(np.asarray(logits[start:stop], dtype=np.float64) / temperature, axis=1)
-        spread = np.abs(num_classes * p - 1.0).sum(axis=1)
-        l1 = np.abs(np.asarray(features[start:stop], dtype=np.float64)).sum(axis=1)
-        out[start:stop] = spread * l1 / temperature
-    return out
+
+    def block(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        e, _ = shifted_exp(np.asarray(z, dtype=np.float64), temperature)
+        total = e.sum(axis=1)
+        e *= num_classes
+        e -= total[:, None]
+        spread = np.abs(e, out=e).sum(axis=1) / total
+        l1 = np.abs(x).sum(axis=1, dtype=np.float64)  # exact: float32 values, float64 sums
+        return spread * l1 / temperature
+
+    return by_blocks(block, features, logits)
 
 
 @register("gradnorm")

@@ -19,11 +19,11 @@ from typing import ClassVar, Literal
 
 import numpy as np
 from scipy import sparse
-from scipy.special import softmax
 
 from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear
 from oodbench.methods.base import Detector, FitData, register
+from oodbench.methods.shared.logits import softmax_block
 
 #: rows per block: [rows, C] float64 probabilities and KL values, ~30 MB each at C=1000
 CHUNK_ROWS = 4096
@@ -31,7 +31,7 @@ CHUNK_ROWS = 4096
 
 def softmax32(logits: np.ndarray) -> np.ndarray:
     """softmax in float32, as the reference computes it from float32 logits."""
-    return softmax(np.asarray(logits, dtype=np.float32), axis=1)
+    return softmax_block(np.asarray(logits, dtype=np.float32))
 
 
 def template_sums(
@@ -69,12 +69,13 @@ class Templates:
         return cls(log_q, zero_cols, zero_q[:, zero_cols].astype(np.float64))
 
 
-def kl_min(probabilities: np.ndarray, templates: Templates) -> np.ndarray:
-    """min_c KL(p || q_c) per row of p; NaN templates give NaN (np.min propagates it)."""
+def kl_min(logits: np.ndarray, templates: Templates) -> np.ndarray:
+    """min_c KL(softmax(z) || q_c) per row of z, the softmax in float32 one block of rows at
+    a time; NaN templates give NaN (np.min propagates it)."""
     log_q, zero_cols, zero_q = templates.log_q, templates.zero_cols, templates.zero_q
-    out = np.empty(len(probabilities), dtype=np.float64)
-    for start in range(0, len(probabilities), CHUNK_ROWS):
-        p = np.asarray(probabilities[start : start + CHUNK_ROWS], dtype=np.float64)
+    out = np.empty(len(logits), dtype=np.float64)
+    for start in range(0, len(logits), CHUNK_ROWS):
+        p = softmax32(logits[start : start + CHUNK_ROWS]).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             neg_entropy = np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
         kl = neg_entropy[:, None] - p @ log_q.T
@@ -128,4 +129,4 @@ class KLMatching(Detector):
         self.prepared_ = Templates.of(self.templates_)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return -kl_min(softmax32(logits), self.prepared_)
+        return -kl_min(logits, self.prepared_)

@@ -1,7 +1,8 @@
 """kNN (Sun, Ming, Zhu & Li, ICML 2022): nearest ID train neighbours in cosine.
 
-Exact neighbours (oodbench/methods/shared/neighbours.py); the PLP variant scores the
-exp-cosine of the k nearest, OpenOOD's the k-th nearest squared distance.
+Exact neighbours (oodbench/methods/shared/neighbours.py, torch tiles or faiss
+``IndexFlatIP``); the PLP variant scores the exp-cosine of the k nearest, OpenOOD's the
+k-th nearest squared distance.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from oodbench.core.errors import ParamsError
 from oodbench.methods.base import Detector, FitData, register
-from oodbench.methods.shared.neighbours import to_bank, topk_inner, unit_rows
+from oodbench.methods.shared.neighbours import Backend, Bank, neighbour_count, unit_rows
 
 DEFAULT_K = {"plp": 1, "openood": 50}
 
@@ -35,11 +36,16 @@ class KNN(Detector):
     ranking of samples, and hence AUROC, FPR95 and AUPR, are identical either way; only
     the raw score values (scores/*.parquet, the ``predict`` threshold) differ.
 
-    ``k: null`` means the variant's default; ``temperature`` is used by plp only.
+    ``k: null`` means the variant's default, capped at the number of train rows with a
+    warning (one-class mode, a small demo); a k set explicitly must fit the bank, or
+    fitting fails naming the key. ``temperature`` is used by plp only. ``backend``:
+    ``torch`` (default; exact tiled products, CUDA when present) or ``faiss``
+    (``IndexFlatIP``, OpenOOD's choice); both are exact and agree to float32 rounding.
     """
 
     paper: ClassVar[str] = "Sun, Ming, Zhu & Li, ICML 2022"
     reference: ClassVar[str] = "https://github.com/Jingkang50/OpenOOD"
+    reads_logits = False
     requires = frozenset({"train"})
 
     # OpenOOD sweeps K [50, 100, 200, 500, 1000]; 1 and 10 add the PLP setting's scale.
@@ -49,6 +55,7 @@ class KNN(Detector):
     variant: Literal["plp", "openood"] = "plp"
     k: int | None = None
     temperature: float = 0.02
+    backend: Backend = "torch"
 
     @property
     def neighbours(self) -> int:
@@ -61,15 +68,14 @@ class KNN(Detector):
             raise ParamsError(f"{self.params_key}.temperature: must be > 0, got {self.temperature}")
 
     def _fit(self, data: FitData) -> None:
-        self.bank_ = to_bank(unit_rows(data.require_train(self.params_key).features))
-        if self.neighbours > len(self.bank_):
-            raise ParamsError(
-                f"{self.params_key}.k: {self.neighbours} neighbours but the ID train bank "
-                f"has {len(self.bank_)} rows"
-            )
+        train = data.require_train(self.params_key).features
+        default = DEFAULT_K[self.variant]
+        note = "the ID train rows"
+        self.k_ = neighbour_count(self.params_key, self.k, default, len(train), note)
+        self.bank_ = Bank(unit_rows(train), self.backend, self.params_key)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        cos = topk_inner(unit_rows(features), self.bank_, self.neighbours).astype(np.float64)
+        cos = self.bank_.search(unit_rows(features), self.k_)[0].astype(np.float64)
         if self.variant == "openood":
             return -(2.0 - 2.0 * cos[:, -1])  # |a - b|^2 = 2 - 2 cos for unit vectors
         return np.exp(cos / self.temperature).mean(axis=1)

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import logsumexp
 
 from oodbench.methods.base import Detector, register
 from oodbench.methods.shared.checks import fraction
-from oodbench.methods.shared.clipping import clip_threshold, clipped_logits
+from oodbench.methods.shared.clipping import clip_threshold, clipped_energy
 
 
 @register("local_react")
@@ -26,6 +25,7 @@ class LocalReAct(Detector):
     """
 
     paper: ClassVar[str] = "Liu, Lochman & Zach, CVPR 2023 (GEN repository)"
+    reads_logits = False
     per_dataset = "clips each dataset at a quantile of its own features, meaningless for one image"
 
     quantile: float = 0.9995
@@ -35,4 +35,4 @@ class LocalReAct(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         clip = clip_threshold(features, self.quantile)
-        return logsumexp(clipped_logits(features, clip, self.fc_.weight, self.fc_.bias), axis=1)
+        return clipped_energy(features, clip, self.fc_.weight, self.fc_.bias)

@@ -28,6 +28,7 @@ class Mahalanobis(Detector):
 
     paper: ClassVar[str] = "Lee et al., NeurIPS 2018; Mahalanobis++: Mueller & Hein, 2025"
     reference: ClassVar[str] = "https://github.com/haoqiwang/vim"
+    reads_logits = False
     requires = frozenset({"train", "labels"})
 
     covariance: Literal["pooled", "class_average"] = "pooled"

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from oodbench.methods.base import Detector, register
+from oodbench.methods.shared.logits import max_rows
 
 
 @register("maxlogit")
@@ -19,4 +20,4 @@ class MaxLogit(Detector):
     paper: ClassVar[str] = "Hendrycks et al., ICML 2022"
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return logits.max(axis=1)
+        return max_rows(logits)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import softmax
 
 from oodbench.formats.classifier import Linear
 from oodbench.heads.clip_text import CLIP_TEXT, clip_tensors, zero_shot_logits
 from oodbench.methods.base import Detector, FitData, register
 from oodbench.methods.shared.checks import positive
+from oodbench.methods.shared.logits import max_softmax_rows
 
 
 @register("mcm")
@@ -28,6 +28,7 @@ class MCM(Detector):
 
     paper: ClassVar[str] = "Ming et al., NeurIPS 2022"
     reference: ClassVar[str] = "https://github.com/deeplearning-wisc/MCM"
+    reads_logits = False
 
     temperature: float = 1.0
 
@@ -47,4 +48,4 @@ class MCM(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         s = zero_shot_logits(features, self.projection_, self.text_, scale=1.0)
-        return softmax(s / self.temperature, axis=1).max(axis=1)
+        return max_softmax_rows(s, self.temperature)

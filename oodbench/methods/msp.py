@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import softmax
 
 from oodbench.methods.base import Detector, register
 from oodbench.methods.shared.checks import positive
+from oodbench.methods.shared.logits import max_softmax_rows
 
 
 @register("msp")
@@ -26,4 +26,4 @@ class MSP(Detector):
         positive(self.params_key, "temperature", self.temperature)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return softmax(logits / self.temperature, axis=1).max(axis=1)
+        return max_softmax_rows(logits, self.temperature)

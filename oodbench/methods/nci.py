@@ -9,6 +9,7 @@ import numpy as np
 
 from oodbench.core.errors import ParamsError
 from oodbench.methods.base import Detector, FitData, register
+from oodbench.methods.shared.logits import classifier_logits
 from oodbench.methods.shared.statistics import train_mean
 
 
@@ -39,7 +40,7 @@ class NCI(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         x = np.asarray(features, np.float32)
-        pred = np.argmax(self.fc_.logits(x), axis=1)
+        pred = np.argmax(classifier_logits(self.fc_, x, logits), axis=1)
         centred = (x - self.train_mean_).astype(np.float64)
         w = np.asarray(self.fc_.weight, np.float64)[pred]
         align = np.einsum("nd,nd->n", w, centred) / np.linalg.norm(centred, axis=1)

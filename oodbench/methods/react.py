@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from scipy.special import logsumexp
 
 from oodbench.core.errors import ParamsError
 from oodbench.methods.base import Detector, FitData, register
 from oodbench.methods.shared.checks import fraction, percent
-from oodbench.methods.shared.clipping import clip_threshold, clipped_logits
+from oodbench.methods.shared.clipping import clip_threshold, clipped_energy
 
 DEFAULT_QUANTILE = 0.99  # source: train (the ViM benchmark)
 DEFAULT_PERCENTILE = 90.0  # source: val (OpenOOD)
@@ -30,6 +29,7 @@ class ReAct(Detector):
     """
 
     paper: ClassVar[str] = "Sun, Guo & Li, NeurIPS 2021"
+    reads_logits = False
     requires = frozenset({"train"})
 
     # OpenOOD sweeps percentile [85, 90, 95, 99]; the same points as train quantiles
@@ -68,6 +68,4 @@ class ReAct(Detector):
             self.clip_ = clip_threshold(train, quantile)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return logsumexp(
-            clipped_logits(features, self.clip_, self.fc_.weight, self.fc_.bias), axis=1
-        )
+        return clipped_energy(features, self.clip_, self.fc_.weight, self.fc_.bias)

@@ -18,6 +18,7 @@ class Residual(SubspaceDetector):
 
     paper: ClassVar[str] = "Wang, Li, Feng & Zhang, CVPR 2022"
     reference: ClassVar[str] = "https://github.com/haoqiwang/vim"
+    reads_logits = False
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return -self.fit_.residual(features).astype(np.float64)

@@ -23,10 +23,12 @@ class RelativeMahalanobis(Detector):
 
     d_c as ``mahalanobis`` (pooled covariance, pinvh); d_0 is the distance to one
     Gaussian with the global train mean and the global (MLE) train covariance. Since
-    d_0 does not depend on c, the score is d_0(x) - min_c d_c(x).
+    d_0 does not depend on c, the score is d_0(x) - min_c d_c(x), computed with one
+    quadratic form (``Gaussians.relative_distance``).
     """
 
     paper: ClassVar[str] = "Ren et al., arXiv 2106.09022, 2021"
+    reads_logits = False
     requires = frozenset({"train", "labels"})
 
     def _fit(self, data: FitData) -> None:
@@ -49,4 +51,4 @@ class RelativeMahalanobis(Detector):
         )
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        return self.background_.min_distance(features) - self.gaussians_.min_distance(features)
+        return self.gaussians_.relative_distance(features, self.background_.precision)

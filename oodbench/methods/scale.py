@@ -22,6 +22,7 @@ class SCALE(Detector):
     """
 
     paper: ClassVar[str] = "Xu et al., ICLR 2024"
+    reads_logits = False
 
     # OpenOOD's SCALE sweep
     grid: ClassVar[dict[str, list[Any]]] = {"percentile": [65, 70, 75, 80, 85, 90, 95]}
@@ -33,5 +34,7 @@ class SCALE(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         check_kept(self.params_key, features.shape[1], self.percentile)
-        shaped = scale_shape(features, self.percentile)
-        return energy_of(shaped, self.fc_.weight, self.fc_.bias)
+        percentile = self.percentile
+        return energy_of(
+            features, self.fc_.weight, self.fc_.bias, shape=lambda x: scale_shape(x, percentile)
+        )

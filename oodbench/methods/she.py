@@ -11,6 +11,7 @@ from scipy import sparse
 from oodbench.core.errors import DataError
 from oodbench.heads.labels import labels_in_head_order
 from oodbench.methods.base import Detector, FitData, register
+from oodbench.methods.shared.logits import classifier_logits
 
 
 @register("she")
@@ -58,5 +59,5 @@ class SHE(Detector):
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         x = np.asarray(features, np.float32)
-        pred = np.argmax(self.fc_.logits(x), axis=1)
+        pred = np.argmax(classifier_logits(self.fc_, x, logits), axis=1)
         return np.einsum("nd,nd->n", x, self.patterns_[pred])

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import logsumexp
 
 from oodbench.methods.base import register
+from oodbench.methods.shared.logits import logsumexp_rows
 from oodbench.methods.shared.subspace import SubspaceDetector
 
 
@@ -29,6 +29,6 @@ class ViM(SubspaceDetector):
     grid: ClassVar[dict[str, list[Any]]] = {"dim": [256, 512, 1000]}
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        energy = logsumexp(np.asarray(logits, dtype=np.float32), axis=1)
+        energy = logsumexp_rows(np.asarray(logits, dtype=np.float32))  # float32 math
         virtual_logit = self.fit_.residual(features) * np.float32(self.fit_.alpha)
-        return energy.astype(np.float64) - virtual_logit.astype(np.float64)
+        return energy - virtual_logit.astype(np.float64)

@@ -89,6 +89,8 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
             stages[f"extract-{dataset}"] = extract_stage(backbone, model, dataset, root)
     head = {**model, **model_block(params, backbone)}
     stages["fc"] = fc_stage(bench, backbone, head, root)
+    if precomputed_by(params, bench.methods_of(backbone)):
+        stages["subspace"] = subspace_stage(bench, backbone)
     for method in bench.methods_of(backbone):
         stages[f"score-{method}"] = score_stage(params, bench, backbone, method, root)
     stages["evaluate"] = evaluate_stage(bench, backbone, root)
@@ -213,6 +215,34 @@ def fc_stage(bench: Benchmark, backbone: str, model: dict[str, Any], root: Path)
     }
 
 
+def precomputed_by(params: dict[str, Any], methods: list[str]) -> set[str]:
+    """The files computed ahead for these methods (``Detector.precomputed``: the ViM
+    subspace, shared by vim and residual)."""
+    found = set()
+    for key in methods:
+        try:
+            found.add(lookup(method_name(params, key)).precomputed)
+        except OodbenchError:
+            continue  # an unknown method: the check stage says so
+    return found - {None}
+
+
+def subspace_stage(bench: Benchmark, backbone: str) -> dict[str, Any]:
+    """The ViM subspace of ID train, once per backbone for its vim and residual stages."""
+    source = bench.features_of(backbone)
+    return {
+        "cmd": f"python {script('subspace')} --backbone {backbone}{features_option(bench, backbone)}",
+        "deps": [
+            spec(specs.scoring_spec()),
+            paths.features_dir(source, bench.id_train).as_posix(),
+            paths.fc_path(backbone).as_posix(),
+            paths.classes_record_path(bench.id_train).as_posix(),
+            spec(specs.code_digest("subspace")),
+        ],
+        "outs": [paths.subspace_path(backbone).as_posix()],
+    }
+
+
 def reads_train(name: str) -> bool:
     """Whether the method fits on ID train (an unknown one: the check stage says so)."""
     try:
@@ -237,6 +267,11 @@ def score_stage(
             paths.fc_path(backbone).as_posix(),
             paths.classes_record_path(bench.id_train).as_posix(),
             paths.classes_record_path(bench.id_val).as_posix(),
+            *(
+                [paths.subspace_path(backbone).as_posix()]
+                if precomputed_by(params, [method])
+                else []
+            ),
             spec(specs.code_digest(f"score-{name}")),
         ],
         "outs": [paths.scores_path(backbone, method).as_posix()],

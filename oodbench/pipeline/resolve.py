@@ -43,7 +43,7 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
 def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]]:
     """The entry files of each group of stages that run the same code: a stage kind, or
     the score stages of one registered method (``score-<name>``: the script + its module)."""
-    kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard")
+    kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard", "subspace")
     groups = {kind: [f"stages/{kind}.py"] for kind in kinds}
     for key in bench.all_methods:
         name = method_name(params, key)

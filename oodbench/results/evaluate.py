@@ -76,7 +76,7 @@ def id_accuracy(backbone: str, id_val: str, source: str | None = None) -> dict[s
     (-1 = unknown) ``accuracy`` (argmax z, or for a MOS group head the best within-group
     class: oodbench.heads.labels.predict_classes); with named classes also ``accuracy_n``."""
     source = source or backbone
-    val = load_features(features_dir(source, id_val), backbone=source)
+    val = load_features(features_dir(source, id_val), backbone=source, logits=False)
     classes = load_list_classes(classes_sidecar(manifest_path(id_val)))
     val = dataclasses.replace(val, classes=classes)
     entry: dict[str, Any] = {"n": len(val)}
@@ -106,7 +106,7 @@ def one_class_scores(
     import pandas as pd
 
     source = source or backbone
-    val = load_features(features_dir(source, id_val), backbone=source)
+    val = load_features(features_dir(source, id_val), backbone=source, logits=False)
     out = {}
     for method in methods:
         path = scores_path(backbone, method)

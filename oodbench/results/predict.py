@@ -26,11 +26,11 @@ import numpy as np
 from oodbench.core import params as P
 from oodbench.core.errors import ParamsError
 from oodbench.data.images import open_checked
-from oodbench.data.oneclass import one_class_of, restrict
+from oodbench.data.oneclass import one_class_of
 from oodbench.formats.classifier import Linear, load_fc
-from oodbench.formats.features import load_features
-from oodbench.formats.paths import fc_path, features_dir
-from oodbench.methods import Detector, FitData, from_params
+from oodbench.formats.paths import fc_path
+from oodbench.methods import Detector, from_params
+from oodbench.results.fitdata import load_fit_data
 
 KEEP_ID = 95.0  # percent of ID val kept above the threshold
 
@@ -93,24 +93,17 @@ def predict(
     detectors, skipped = choose_detectors(params, methods)
     one_class = one_class_of(params)
     fc = load_fc(fc_path(backbone))
-    train = restrict(
-        load_features(
-            features_dir(backbone, P.get(params, "benchmark.id_train", str)), backbone=backbone
-        ),
-        one_class,
-    )
-    val = restrict(
-        load_features(
-            features_dir(backbone, P.get(params, "benchmark.id_val", str)), backbone=backbone
-        ),
-        one_class,
-    )
+    sets = (P.get(params, "benchmark.id_train", str), P.get(params, "benchmark.id_val", str))
     feature = image_features(Path(image), backbone, spec)
-    val_logits, image_logits = fc.logits(val.features), fc.logits(feature)
+    image_logits = fc.logits(feature)
     verdicts = []
     for method, detector in detectors.items():
-        detector.fit(FitData(fc=fc, train=train, val=val))
-        threshold = float(np.percentile(detector.score(val.features, val_logits), 100 - KEEP_ID))
+        # the score stage's own loader: the same rows, class names and one-class cut
+        data, _ = load_fit_data(backbone, detector, fc, *sets, one_class, fc_backbone=backbone)
+        detector.fit(data)
+        val = data.val  # ID val as fitted on (class K only in one-class mode)
+        val_scores = detector.score(val.features, fc.logits(val.features))
+        threshold = float(np.percentile(val_scores, 100 - KEEP_ID))
         score = float(np.asarray(detector.score(feature, image_logits)).ravel()[0])
         verdicts.append(MethodVerdict(method, score, threshold, bool(score >= threshold)))
     return Prediction(str(image), backbone, top_classes(fc, feature, top), verdicts, skipped)

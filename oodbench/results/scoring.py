@@ -6,23 +6,58 @@ model's own head. Scores go to ``scores/<bb>/<method>.parquet`` (dataset, index,
 A method the backbone's classifier cannot serve (``mcm`` without a CLIP text head,
 ``mos`` without a group head) is skipped: its table holds no rows and says why, and
 the report shows the reason instead of stopping the benchmark halfway.
+
+Memory stays bounded: each dataset is read into one array (feature shards only), then
+scored in blocks of :data:`BLOCK_ROWS` rows, each block's logits computed and handed to
+the detector and its scores written into one float64 output; a method whose scores
+depend on the whole dataset (``Detector.per_dataset``) gets the whole set at once. BLAS
+threads are sized to the cores the process may use (``OODBENCH_THREADS`` overrides,
+oodbench/methods/shared/threads.py). The stage prints one line with its load, fit,
+score and write seconds. Scores of datasets whose inputs did not change since an earlier
+run are reused (oodbench/results/scorecache.py): a new OOD set costs its own scoring.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import FeatureSet, load_features
-from oodbench.formats.paths import fc_path, features_dir, scores_path
+from oodbench.formats.paths import fc_path, features_dir, scores_path, subspace_path
 from oodbench.formats.scores import save_scores, save_skipped
 from oodbench.formats.specs import method_spec, read_spec, scoring_spec
 from oodbench.methods import Detector, create
+from oodbench.methods.shared.threads import limit_blas_threads
+from oodbench.results import scorecache
 from oodbench.results.fitdata import check_finite, load_fit_data
+
+#: rows per block: the block's float32 logits are 16 MB at C = 1000
+BLOCK_ROWS = 4096
+
+
+class Clock:
+    """Seconds spent per phase (load, fit, score, write), summed over its uses."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def line(self) -> str:
+        return ", ".join(f"{phase} {s:.2f}s" for phase, s in self.seconds.items())
 
 
 def detector_of(method: str) -> Detector:
@@ -36,43 +71,86 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
 
     `features` names the backbone whose feature folders to read, for an entry that shares
     another's extraction (``backbones.<bb>.features``); by default `backbone`'s own."""
+    limit_blas_threads()
     source = features or backbone
     detector = detector_of(method)
     spec = read_spec(scoring_spec(), "benchmark")
     out = scores_path(backbone, method)
-    fc = load_fc(fc_path(backbone))
+    clock = Clock()
+    with clock("load"):
+        fc = load_fc(fc_path(backbone))
     reason = detector.unsupported(fc)
     if reason is not None:
         save_skipped(out, reason)
         print(f"score {backbone}/{method}: skipped ({reason})", file=sys.stderr)
         return
-    start = time.perf_counter()
-    data, val = load_fit_data(
-        source, detector, fc, spec["id_train"], spec["id_val"], spec["one_class"]
-    )
-    detector.fit(data)
-    fit_seconds = time.perf_counter() - start
-    rows = [(spec["id_val"], val.index, score_set(detector, val, fc))]
-    for name in spec["ood"]:
-        ood = load_features(features_dir(source, name), backbone=source)
-        check_finite(ood)
-        rows.append((name, ood.index, score_set(detector, ood, fc)))
-    save_scores(out, rows)
-    total = sum(len(r[1]) for r in rows)
+    names = [spec["id_val"], *spec["ood"]]
+    with clock("load"):
+        precomputed = subspace_path(backbone) if detector.precomputed else None
+        fit = scorecache.fit_key(detector, method, backbone, source, spec, precomputed)
+        entries = {n: scorecache.entry(backbone, method, n, source, fit) for n in names}
+        found = {n: scorecache.load(path) for n, path in entries.items()}
+    missing = [n for n in names if found[n] is None]
+    if missing:  # a new or changed dataset: fit once, score only what changed
+        with clock("load"):
+            data, val = load_fit_data(
+                source,
+                detector,
+                fc,
+                spec["id_train"],
+                spec["id_val"],
+                spec["one_class"],
+                fc_backbone=backbone,
+            )
+        with clock("fit"):
+            detector.fit(data)
+        del data  # the train rows: what the detector keeps of them is its own
+        for name in missing:
+            with clock("load"):
+                if name == spec["id_val"]:
+                    features = val
+                else:
+                    features = load_features(
+                        features_dir(source, name), backbone=source, logits=False
+                    )
+                    check_finite(features)
+            with clock("score"):
+                scores = score_set(detector, features, fc)
+            found[name] = (features.index, scores)
+            with clock("write"):
+                scorecache.save(entries[name], features.index, scores)
+            del features
+    with clock("write"):
+        save_scores(out, [(n, *found[n]) for n in names])
+    total = sum(len(found[n][1]) for n in names)
     print(
-        f"score {backbone}/{method}: fit {fit_seconds:.2f}s, {total} samples in "
-        f"{time.perf_counter() - start - fit_seconds:.2f}s"
+        f"score {backbone}/{method}: {len(names) - len(missing)} sets from cache, "
+        f"{len(missing)} scored; {total} samples; {clock.line()}"
     )
 
 
-def score_set(detector: Detector, features: FeatureSet, fc: Linear) -> np.ndarray:
-    """The detector's scores of one dataset, checked: one finite float64 per row."""
-    raw = detector.score(features.features, fc.logits(features.features))
-    scores = np.asarray(raw, np.float64)
-    if scores.shape != (len(features),):
-        raise DataError(
-            f"{detector.params_key} returned shape {scores.shape} for {len(features)} rows"
-        )
+def score_set(
+    detector: Detector, features: FeatureSet, fc: Linear, block_rows: int | None = None
+) -> np.ndarray:
+    """The detector's scores of one dataset, checked: one finite float64 per row.
+
+    Row blocks of `block_rows` (default :data:`BLOCK_ROWS`), each with its float32 logits
+    ``fc.logits(block)`` (None for a method that does not read them); a ``per_dataset``
+    method gets the whole dataset in one call."""
+    x = features.features
+    n = len(x)
+    fc.logits(x[:0])  # features and classifier of different backbones: a one-line error
+    step = n if detector.per_dataset is not None else (block_rows or BLOCK_ROWS)
+    scores = np.empty(n, dtype=np.float64)
+    for start in range(0, n, max(step, 1)):
+        block = x[start : start + step]
+        logits = fc.logits(block) if detector.reads_logits else None
+        raw = np.asarray(detector.score(block, logits), np.float64)
+        if raw.shape != (len(block),):
+            raise DataError(
+                f"{detector.params_key} returned shape {raw.shape} for {len(block)} rows"
+            )
+        scores[start : start + len(block)] = raw
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise DataError(

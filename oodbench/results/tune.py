@@ -52,6 +52,7 @@ from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.paths import fc_path, features_dir
 from oodbench.methods import FitData, from_params
+from oodbench.results.fitdata import load_id_set, named
 from oodbench.results.metrics import auroc
 
 #: grids decided by a block's ``source`` (method, source) -> grid, where the class grid
@@ -148,12 +149,16 @@ def tune(
             "is not reported, or its numbers are optimistic"
         )
     fc = load_fc(fc_path(backbone))
-    train = load_features(
-        features_dir(backbone, P.get(params, "benchmark.id_train", str)), backbone=backbone
-    )
-    split = split_rows(restrict(train, one_class_of(params)), holdout, seed)
-    ood_rows = load_features(features_dir(backbone, ood), backbone=backbone)
+    split = split_rows(tune_rows(backbone, fc, params), holdout, seed)
+    ood_rows = load_features(features_dir(backbone, ood), backbone=backbone, logits=False)
     return search(method, block, fc, split, ood_rows)
+
+
+def tune_rows(backbone: str, fc: Linear, params: dict[str, Any]) -> FeatureSet:
+    """ID train as the score stage loads it (oodbench/results/fitdata.py): checked, with
+    its class names (SHE compares them with predictions), cut to class K in one-class mode."""
+    train = load_id_set(backbone, P.get(params, "benchmark.id_train", str), fc)
+    return named(restrict(train, one_class_of(params)), train.classes)
 
 
 def search(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from oodbench.core.errors import ParamsError
 
 
@@ -29,3 +31,22 @@ def percent(where: str, key: str, value: float | None, *, upper_inclusive: bool 
 def at_least(where: str, key: str, value: int | None, low: int, note: str = "") -> None:
     if value is not None and value < low:
         raise ParamsError(f"{where}.{key}: must be >= {low}{note}, got {value}")
+
+
+class FitWarning(UserWarning):
+    """A fit that runs, but on data that makes its answer weaker than the user may think."""
+
+
+class IllPosedFitWarning(FitWarning):
+    """Fewer train rows than the statistic needs (a singular covariance, a principal
+    subspace wider than the data): the fit is defined, but partly arbitrary."""
+
+
+class SmallBankWarning(FitWarning):
+    """A default neighbour count was capped at the size of a small bank."""
+
+
+def warn_fit(warning: type[FitWarning], message: str) -> None:
+    """Issue `message` once per process (Python's default filter shows a given message
+    once per place), attributed to the caller of ``Detector.fit``."""
+    warnings.warn(message, warning, stacklevel=4)

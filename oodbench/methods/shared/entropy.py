@@ -15,18 +15,31 @@ from __future__ import annotations
 import numpy as np
 
 from oodbench.core.errors import ParamsError
+from oodbench.methods.shared.logits import by_blocks, softmax_block
 
 
 def generalized_entropy(probs: np.ndarray, gamma: float, top_m: int) -> np.ndarray:
     """-sum over the top-M probabilities of p^g (1-p)^g, computed in the dtype of `probs`.
 
-    Sorting (rather than partitioning) keeps the reference's summation order, so the
-    float32 result is the reference's bit for bit up to numpy's pairwise summation.
+    The top M are found with a partition and then sorted ascending, which gives exactly
+    the values and summation order of the reference's full sort (``np.sort(p)[:, -M:]``)
+    at O(C) instead of O(C log C) per row: the float32 result is the reference's bit for
+    bit up to numpy's pairwise summation.
     """
     probs = np.asarray(probs)
-    top = np.sort(probs, axis=1)[:, -top_m:]
+    classes = probs.shape[1]
+    if top_m >= classes:
+        top = np.sort(probs, axis=1)
+    else:
+        top = np.partition(probs, classes - top_m, axis=1)[:, classes - top_m :]
+        top.sort(axis=1)
     rest = np.clip(1 - top, 0, None)
     return -np.sum(top**gamma * rest**gamma, axis=1)
+
+
+def gen_of_logits(logits: np.ndarray, gamma: float, top_m: int) -> np.ndarray:
+    """GEN of softmax(z) per row, streamed over blocks of rows; float64 [N]."""
+    return by_blocks(lambda z: generalized_entropy(softmax_block(z), gamma, top_m), logits)
 
 
 def check_gen(where: str, gamma: float, top_m: int) -> None:

@@ -21,6 +21,7 @@ from scipy import linalg, sparse
 
 from oodbench.core.errors import DataError
 from oodbench.formats.features import FeatureSet
+from oodbench.methods.shared.checks import IllPosedFitWarning, warn_fit
 
 #: rows per block: a block holds [rows, D] and [rows, C] float64 temporaries
 CHUNK_ROWS = 4096
@@ -51,6 +52,21 @@ class Gaussians:
             cross = block @ p_means.T  # [rows, K]
             dist = (mean_terms - 2.0 * cross) + quad[:, None]
             out[start : start + len(block)] = dist.min(axis=1)
+        return out
+
+    def relative_distance(self, features: np.ndarray, background: np.ndarray) -> np.ndarray:
+        """d_0(x) - min_c d_c(x) per row, d_0 a Gaussian about ``shift`` with precision
+        `background` (RMDS). With y = x - shift, d_0 = y P0 y and d_c = y P y - 2 y P mu_c
+        + mu_c P mu_c, so the difference needs one quadratic form, y (P0 - P) y, not two:
+        half the [rows, D] x [D, D] products of computing both distances."""
+        p_means, mean_terms = self._mean_terms
+        difference = background - self.precision
+        out = np.empty(len(features), dtype=np.float64)
+        for start, block in iter_blocks(features, self.normalize):
+            block -= self.shift
+            quad = np.einsum("nd,nd->n", block @ difference, block)
+            nearest = (mean_terms - 2.0 * (block @ p_means.T)).min(axis=1)
+            out[start : start + len(block)] = quad - nearest
         return out
 
 
@@ -158,7 +174,8 @@ def fit_gaussians(
     if covariance == "pooled":
         if within is None:
             within = scatter(x, means, labels, normalize)
-        precision = linalg.pinvh(within / len(x), check_finite=False)
+        precision, rank = linalg.pinvh(within / len(x), check_finite=False, return_rank=True)
+        warn_if_singular(where, len(x), int(present.sum()), int(rank), x.shape[1])
     else:
         if (counts[present] < 2).any():
             raise DataError(
@@ -171,6 +188,23 @@ def fit_gaussians(
         precision = true_inverse(sigma, where)
     shifted = means[present] - stats.shift
     return Gaussians(stats.shift, shifted, (precision + precision.T) / 2, normalize)
+
+
+def warn_if_singular(where: str, rows: int, classes: int, rank: int, dim: int) -> None:
+    """Warn when the pooled covariance has fewer centred rows (N - K) than dimensions.
+
+    Its pseudo-inverse then ignores the directions the rows do not span: distances are
+    defined but say nothing about those directions (one-class mode on ImageNet fits ~200
+    rows of one class in D = 768). Constant features alone (rank < D with N - K >= D)
+    are not warned about: the pseudo-inverse is the right answer there."""
+    if rows - classes < dim:
+        warn_fit(
+            IllPosedFitWarning,
+            f"{where}: the pooled covariance of {rows} train rows in {classes} classes has "
+            f"rank {rank}, below the feature dimension {dim}: it is singular and its "
+            f"pseudo-inverse ignores {dim - rank} directions, so distances there are "
+            "ill-posed; use more train rows per class",
+        )
 
 
 def true_inverse(sigma: np.ndarray, where: str) -> np.ndarray:

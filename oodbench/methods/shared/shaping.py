@@ -11,10 +11,12 @@ exp(s1/s2) can overflow; the scores stay well defined only where s2 != 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from scipy.special import logsumexp
 
 from oodbench.core.errors import ParamsError
+from oodbench.methods.shared.logits import by_blocks, logsumexp_block
 
 #: ASH percentiles of the paper's ImageNet (ResNet-50) results: ASH-P@60, ASH-B@65, ASH-S@90.
 ASH_PERCENTILE = {"p": 60.0, "b": 65.0, "s": 90.0}
@@ -74,9 +76,23 @@ def scale_shape(x: np.ndarray, percentile: float) -> np.ndarray:
     return x * np.exp(ratio)[:, None]
 
 
-def energy_of(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    z = np.asarray(x, np.float32) @ np.asarray(weight, np.float32).T + np.asarray(bias, np.float32)
-    return logsumexp(z, axis=1)
+def energy_block(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """logsumexp of the float32 logits x W^T + b of one block of rows."""
+    w, b = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+    return logsumexp_block(np.asarray(x, np.float32) @ w.T + b)
+
+
+def energy_of(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    shape: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Energy of (shaped) features, ``shape`` applied to one block of rows at a time, so
+    the shaping temporaries ([rows, D] masks and copies) stay block-sized; float64 [N]."""
+    if shape is None:
+        return by_blocks(lambda block: energy_block(block, weight, bias), x)
+    return by_blocks(lambda block: energy_block(shape(block), weight, bias), x)
 
 
 def check_kept(where: str, dim: int, percentile: float) -> None:

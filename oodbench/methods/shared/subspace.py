@@ -5,7 +5,20 @@ train features, taken about the origin ``u = -pinv(W) b`` (the point the classif
 maps to zero logits). ViM adds the energy of the logits and scales the residual by
 ``alpha`` so that the two terms have the same mean over train. The subspace fit is
 the expensive part (a D x D second moment over 200k rows and its eigendecomposition),
-so one fit is shared by ``vim`` and ``residual`` within a process: see :func:`fit_vim`.
+so it is shared two ways:
+
+- within a process, one fit per (train, classifier, DIM): :func:`fit_vim`;
+- across processes, the ``subspace`` stage (``stages/subspace.py``) computes the part
+  that does not depend on DIM once per backbone, :class:`SubspaceMoments` (origin u, the
+  eigenvalues and eigenvectors of the second moment about u, the mean train max-logit,
+  and the mean train residual norm for every DIM), and saves it as an ``.npz``
+  (:func:`save_moments`); the vim and residual score stages then fit from it without
+  reading train (``FitData.precomputed``). alpha needs the mean residual *norm*, which
+  no second moment gives, hence the table over every DIM (D + 1 numbers).
+
+Both paths give the same subspace bit for bit (same blocks, same float64 second
+moment, same eigh); alpha from the table differs from the in-process one by float
+rounding only (float64 running sums instead of float32 norms, ~1e-7 relative).
 """
 
 from __future__ import annotations
@@ -13,16 +26,22 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.atomic import atomic_path
 from oodbench.formats.classifier import Linear
 from oodbench.methods.base import Detector, FitData
+from oodbench.methods.shared.checks import IllPosedFitWarning, warn_fit
 
 #: rows per block when streaming over train: bounds temporaries to ~30 MB at D=768, C=1000
 CHUNK_ROWS = 8192
+#: the file the ``subspace`` stage writes under ``features/<bb>/``
+SUBSPACE_FILE = "vim_subspace.npz"
+MOMENTS_VERSION = 1
 
 DimRule = Literal["current", "legacy", "moodv2"]
 
@@ -93,14 +112,18 @@ def fit_vim(features: np.ndarray, fc: Linear, dim: int) -> ViMFit:
     return fit
 
 
-def _fit_vim_uncached(features: np.ndarray, fc: Linear, dim: int) -> ViMFit:
+def second_moment(features: np.ndarray, fc: Linear) -> tuple[np.ndarray, np.ndarray, float]:
+    """(u = -pinv(W) b, Sigma = (X - u)^T (X - u) / N, mean train max-logit), streamed.
+
+    float32 pinv of float32 W and float32 block products as the reference, accumulated
+    in float64; the block size is fixed, so every caller gets the same Sigma bit for bit."""
     x = np.asarray(features)
     n, d = x.shape
     if n == 0:
         raise DataError("ViM: the ID train features are empty")
     w = np.asarray(fc.weight, dtype=np.float32)
     b = np.asarray(fc.bias, dtype=np.float32)
-    origin = -(np.linalg.pinv(w) @ b)  # float32 pinv of float32 W, as the reference
+    origin = -(np.linalg.pinv(w) @ b)
     sigma = np.zeros((d, d), dtype=np.float64)
     max_logit_sum = 0.0
     for start in range(0, n, CHUNK_ROWS):
@@ -108,19 +131,114 @@ def _fit_vim_uncached(features: np.ndarray, fc: Linear, dim: int) -> ViMFit:
         centred = block - origin
         sigma += centred.T @ centred  # float32 block product, float64 accumulation
         max_logit_sum += float((block @ w.T + b).max(axis=1).sum(dtype=np.float64))
-    sigma /= n
-    # eigh returns ascending eigenvalues: the first D - DIM columns span the residual space
-    _, vectors = np.linalg.eigh(sigma)
-    null_space = np.ascontiguousarray(vectors[:, : d - dim], dtype=np.float32)
-    partial = ViMFit(origin=origin, null_space=null_space, alpha=1.0, dim=dim)
-    residual_mean = float(partial.residual(x).mean(dtype=np.float64))
+    return origin, sigma / n, max_logit_sum / n
+
+
+def _alpha(mean_max_logit: float, residual_mean: float) -> float:
     if not residual_mean > 0:
         raise DataError(
             "ViM: the train features have no component outside the principal subspace "
             "(mean residual norm is 0); alpha is undefined. Use a smaller methods.vim.dim"
         )
-    alpha = (max_logit_sum / n) / residual_mean
+    return mean_max_logit / residual_mean
+
+
+def _fit_vim_uncached(features: np.ndarray, fc: Linear, dim: int) -> ViMFit:
+    x = np.asarray(features)
+    d = x.shape[1]
+    origin, sigma, mean_max_logit = second_moment(x, fc)
+    # eigh returns ascending eigenvalues: the first D - DIM columns span the residual space
+    _, vectors = np.linalg.eigh(sigma)
+    null_space = np.ascontiguousarray(vectors[:, : d - dim], dtype=np.float32)
+    partial = ViMFit(origin=origin, null_space=null_space, alpha=1.0, dim=dim)
+    residual_mean = float(partial.residual(x).mean(dtype=np.float64))
+    alpha = _alpha(mean_max_logit, residual_mean)
     return ViMFit(origin=origin, null_space=null_space, alpha=alpha, dim=dim)
+
+
+@dataclass(frozen=True)
+class SubspaceMoments:
+    """The DIM-independent part of the ViM fit, computed once per backbone and saved."""
+
+    origin: np.ndarray  # float32 [D], u
+    eigenvalues: np.ndarray  # float64 [D], ascending, of the second moment about u
+    eigenvectors: np.ndarray  # float64 [D, D], column j for eigenvalue j
+    mean_max_logit: float
+    #: float64 [D + 1]: entry DIM = mean train ||(x - u) V[:, :D - DIM]||
+    residual_means: np.ndarray
+    rows: int  # train rows it was computed from
+    #: what the train rows and classifier hash to (oodbench/results/fitdata.py)
+    fingerprint: str = ""
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.origin.shape[0])
+
+    def fit(self, dim: int) -> ViMFit:
+        """The ViM fit for principal dimension `dim`, without touching train."""
+        null_space = self.eigenvectors[:, : self.feature_dim - dim]
+        null_space = np.ascontiguousarray(null_space, dtype=np.float32)
+        alpha = _alpha(self.mean_max_logit, float(self.residual_means[dim]))
+        return ViMFit(origin=self.origin, null_space=null_space, alpha=alpha, dim=dim)
+
+
+def subspace_moments(features: np.ndarray, fc: Linear, fingerprint: str = "") -> SubspaceMoments:
+    """Second moment, its eigendecomposition and the residual-norm table, in two passes.
+
+    The table: with y = (x - u) V (float32 block products, eigenvalues ascending), the
+    residual for DIM is sqrt(sum_{j < D - DIM} y_j^2); one running float64 sum of the
+    square roots of the cumulative sums gives every DIM at once."""
+    x = np.asarray(features)
+    n, d = x.shape
+    origin, sigma, mean_max_logit = second_moment(x, fc)
+    eigenvalues, vectors = np.linalg.eigh(sigma)
+    basis = np.ascontiguousarray(vectors, dtype=np.float32)
+    sums = np.zeros(d, dtype=np.float64)  # entry j: residual over the first j + 1 columns
+    for start in range(0, n, CHUNK_ROWS):
+        block = np.asarray(x[start : start + CHUNK_ROWS], dtype=np.float32) - origin
+        squares = np.square(block @ basis, dtype=np.float64)
+        np.cumsum(squares, axis=1, out=squares)
+        sums += np.sqrt(squares, out=squares).sum(axis=0)
+    residual_means = np.zeros(d + 1, dtype=np.float64)  # DIM = D: nothing left, 0
+    residual_means[:d] = sums[::-1] / n  # DIM = D - (j + 1)
+    return SubspaceMoments(
+        origin, eigenvalues, vectors, mean_max_logit, residual_means, n, fingerprint
+    )
+
+
+def save_moments(path: str | Path, moments: SubspaceMoments) -> None:
+    """Write the moments as an ``.npz`` (atomically: never a partial file)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            version=np.int64(MOMENTS_VERSION),
+            origin=moments.origin,
+            eigenvalues=moments.eigenvalues,
+            eigenvectors=moments.eigenvectors,
+            mean_max_logit=np.float64(moments.mean_max_logit),
+            residual_means=moments.residual_means,
+            rows=np.int64(moments.rows),
+            fingerprint=np.str_(moments.fingerprint),
+        )
+
+
+def load_moments(path: str | Path) -> SubspaceMoments:
+    """Read what :func:`save_moments` wrote; an unreadable file names itself."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if int(f["version"]) != MOMENTS_VERSION:
+                raise DataError(f"{path}: version {int(f['version'])}; rerun `dvc repro`")
+            return SubspaceMoments(
+                origin=f["origin"],
+                eigenvalues=f["eigenvalues"],
+                eigenvectors=f["eigenvectors"],
+                mean_max_logit=float(f["mean_max_logit"]),
+                residual_means=f["residual_means"],
+                rows=int(f["rows"]),
+                fingerprint=str(f["fingerprint"]),
+            )
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: unreadable ViM subspace file ({err}); rerun `dvc repro`") from err
 
 
 @dataclass
@@ -130,9 +248,11 @@ class SubspaceDetector(Detector):
     ``dim``: the principal dimension, ``current`` (default, ViM benchmark:
     1000 if D >= 2048, 512 if D >= 768, else D // 2), ``legacy`` (1000 if D >= 2048 else
     512; GEN and the first ViM release), ``moodv2`` (C instead of 1000) or an integer.
+    Fits from the ``subspace`` stage's file when the score stage hands one over.
     """
 
     requires = frozenset({"train"})
+    precomputed: ClassVar[str | None] = SUBSPACE_FILE
 
     dim: DimRule | int = "current"
 
@@ -147,14 +267,36 @@ class SubspaceDetector(Detector):
         if isinstance(self.dim, int) and self.dim < 0:
             raise ParamsError(f"{self.params_key}.dim: must be >= 0, got {self.dim}")
 
-    def _fit(self, data: FitData) -> None:
-        train = data.require_train(self.params_key)
-        d = train.features.shape[1]
-        dim = principal_dim(self.dim, d, data.fc.num_classes)
+    def _principal_dim(self, d: int, num_classes: int, rows: int) -> int:
+        dim = principal_dim(self.dim, d, num_classes)
         if dim >= d:
             raise ParamsError(
                 f"{self.params_key}.dim: the principal dimension {dim} (from {self.dim!r}) "
                 f"must be smaller than the feature dimension {d}, or no residual is left; "
                 "give a smaller integer"
             )
+        if rows < dim:
+            warn_fit(
+                IllPosedFitWarning,
+                f"{self.params_key}: {rows} train rows give the second moment rank <= "
+                f"{rows}, below DIM {dim} (feature dimension {d}): the principal subspace "
+                "is partly arbitrary and the residual ill-posed; use more train rows or a "
+                f"smaller {self.params_key}.dim",
+            )
+        return dim
+
+    def _fit(self, data: FitData) -> None:
+        if data.precomputed is not None:
+            moments = load_moments(data.precomputed.path)
+            if moments.fingerprint != data.precomputed.fingerprint:
+                raise DataError(
+                    f"{data.precomputed.path}: computed from other train features or "
+                    "another classifier; rerun `dvc repro`"
+                )
+            dim = self._principal_dim(moments.feature_dim, data.fc.num_classes, moments.rows)
+            self.fit_ = moments.fit(dim)
+            return
+        train = data.require_train(self.params_key)
+        n, d = train.features.shape
+        dim = self._principal_dim(d, data.fc.num_classes, n)
         self.fit_ = fit_vim(train.features, data.fc, dim)

@@ -1,0 +1,80 @@
+"""Scores of unchanged datasets, reused when a score stage reruns.
+
+DVC reruns a method's score stage when any of its inputs changes, a new OOD set in
+``benchmark.ood`` included. The scores of a dataset whose own inputs did not change are
+the same numbers, so each is kept in ``scores/.cache/<bb>/<method>/<dataset>-<key>.npz``
+(its rows' manifest index and scores), keyed by everything it depends on: the method's
+resolved spec and code digest, the classifier file, the identity of what the detector
+fits on (the ID train and val feature folders, whose ``info.json`` lists the sha256 of
+every shard, their class records, the one-class setting, a precomputed subspace) and the
+dataset's own feature folder. A new OOD set then costs its extraction, one fit and its
+own scoring. The cache only grows: ``rm -rf scores/.cache`` reclaims it at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from oodbench.formats.atomic import atomic_path
+from oodbench.formats.paths import SCORES, classes_record_path, fc_path, features_dir
+from oodbench.formats.specs import code_digest, method_spec
+from oodbench.methods import Detector
+
+CACHE = SCORES / ".cache"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; "absent" when there is none (part of the identity)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def folder_digest(folder: Path) -> str:
+    """A feature folder's identity: its info.json (every shard's sha256) and row index."""
+    return file_digest(folder / "info.json") + file_digest(folder / "index.parquet")
+
+
+def fit_key(
+    detector: Detector,
+    method: str,
+    backbone: str,
+    source: str,
+    spec: dict,
+    precomputed: Path | None = None,
+) -> str:
+    """The identity of everything a fitted detector depends on."""
+    needs_train = bool(detector.requires & {"train", "labels"})
+    parts = {
+        "method": file_digest(method_spec(method)),
+        "code": file_digest(code_digest(f"score-{detector.name}")),
+        "fc": file_digest(fc_path(backbone)),
+        "train": folder_digest(features_dir(source, spec["id_train"])) if needs_train else None,
+        "train_classes": file_digest(classes_record_path(spec["id_train"])),
+        "val": folder_digest(features_dir(source, spec["id_val"])),
+        "val_classes": file_digest(classes_record_path(spec["id_val"])),
+        "one_class": spec["one_class"],
+        "precomputed": file_digest(precomputed) if precomputed is not None else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def entry(backbone: str, method: str, dataset: str, source: str, fit: str) -> Path:
+    """The cache file of one dataset's scores under fit identity `fit`."""
+    key = hashlib.sha256((fit + folder_digest(features_dir(source, dataset))).encode())
+    return CACHE / backbone / method / f"{dataset}-{key.hexdigest()[:20]}.npz"
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(manifest index, scores) of a cached dataset, or None when there is no entry."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["index"], stored["score"]
+
+
+def save(path: Path, index: np.ndarray, scores: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, index=np.asarray(index, np.int64), score=np.asarray(scores, np.float64))
