@@ -124,6 +124,18 @@ def test_summary_figure_matrix_order(metrics_dir, tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 5000
 
 
+def test_summary_figure_rows_are_shared_across_backbones(tmp_path):
+    """A backbone that ran other methods (e.g. only mos) gets the same rows, NaN (grey)
+    where it did not run one, so the panels line up."""
+    only_mos = fake_metrics(0.0)
+    only_mos["methods"] = {"mos": only_mos["methods"]["msp"]}
+    methods, _, values = metric_matrix(only_mos, "auroc", ["msp", "energy", "mos"])
+    assert methods == ["msp", "energy", "mos"]
+    assert np.isnan(values[:2]).all() and values[2, 0] == pytest.approx(0.6)
+    write_png({"a": fake_metrics(0.0), "b": only_mos}, "auroc", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 5000
+
+
 def test_histogram_is_long_format_with_both_samples():
     rng = np.random.default_rng(0)
     frame = histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200))

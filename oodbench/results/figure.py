@@ -16,30 +16,36 @@ from oodbench.formats.atomic import atomic_path
 from oodbench.results.report import LOWER_IS_BETTER, metric_columns
 
 
-def metric_matrix(report: dict, metric: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(methods, columns, values), columns in the leaderboard's order (metric_columns)."""
-    methods = list(report.get("methods", {}))
-    if not methods:
+def metric_matrix(
+    report: dict, metric: str, methods: list[str] | None = None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(methods, columns, values), columns in the leaderboard's order (metric_columns);
+    `methods` fixes the rows (NaN where this report lacks one), default its own."""
+    if not report.get("methods"):
         raise DataError("the metrics file holds no methods; run `dvc repro` first")
+    methods = list(report["methods"]) if methods is None else methods
     columns = metric_columns(report)
     values = np.full((len(methods), len(columns)), np.nan)
     for i, method in enumerate(methods):
         for j, column in enumerate(columns):
-            value = report["methods"][method].get(column, {}).get(metric)
+            value = report["methods"].get(method, {}).get(column, {}).get(metric)
             if value is not None:
                 values[i, j] = value
     return methods, columns, values
 
 
 def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 120) -> None:
-    """Heatmaps side by side, one per backbone, on a shared colour scale; best per column (with ties) boxed."""
+    """Heatmaps side by side, one per backbone, on a shared colour scale and shared rows
+    (every method any backbone ran; grey where one did not); best per column boxed."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    panels = [(bb, *metric_matrix(r, metric)) for bb, r in all_metrics.items()]
+    rows = list(dict.fromkeys(m for r in all_metrics.values() for m in r.get("methods", {})))
+    panels = [(bb, *metric_matrix(r, metric, rows)) for bb, r in all_metrics.items()]
     lower = metric in LOWER_IS_BETTER
-    cmap = "viridis_r" if lower else "viridis"
+    cmap = colormaps["viridis_r" if lower else "viridis"].with_extremes(bad="#e6e6e6")
     width = sum(1.2 + 0.9 * len(p[2]) for p in panels) + 1.5
     height = 1.2 + 0.45 * max(len(p[1]) for p in panels)
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -51,7 +57,10 @@ def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 
         ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
         ax.set_yticks(range(len(methods)), methods)
         ax.set_title(backbone)
-        best = np.nanmin(values, axis=0) if lower else np.nanmax(values, axis=0)
+        with np.errstate(invalid="ignore"):
+            best = np.nanmin(values, axis=0) if lower else np.nanmax(values, axis=0)
+        # a column with one method has no "best": box only where methods compete
+        best[np.sum(~np.isnan(values), axis=0) < 2] = np.nan
         for (i, j), value in np.ndenumerate(values):
             if np.isnan(value):
                 continue
