@@ -1,4 +1,4 @@
-"""DVC stage ``evaluate@<bb>``: scores -> metrics/<bb>.json (AUROC, FPR95, AUPR) and plots/<bb>/."""
+"""DVC stage ``pipelines/<bb>/dvc.yaml:evaluate``: scores -> metrics/<bb>.json (AUROC, FPR95, AUPR) and plots/<bb>/."""
 
 import argparse
 

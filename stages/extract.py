@@ -1,4 +1,4 @@
-"""DVC stage ``extract@<bb>-<ds>``: manifest + backbone -> features/<bb>/<ds>/ (NPY shards).
+"""DVC stage ``pipelines/<bb>/dvc.yaml:extract-<ds>``: manifest + backbone -> features/<bb>/<ds>/ (NPY shards).
 
 Runs under torchrun as it is (``torchrun --nproc_per_node N stages/extract.py ...``)."""
 

@@ -1,4 +1,4 @@
-"""DVC stage ``fc@<bb>``: the classifier W, b (model head, probe, PLP or MOS group head)."""
+"""DVC stage ``pipelines/<bb>/dvc.yaml:fc``: the classifier W, b (model head, probe, PLP or MOS group head)."""
 
 import argparse
 

@@ -1,4 +1,4 @@
-"""DVC stage ``materialize@<ds>``: datalists/<ds>.txt -> data/manifests/<ds>.parquet."""
+"""DVC stage ``materialize-<ds>``: datalists/<ds>.txt -> data/manifests/<ds>.parquet."""
 
 import argparse
 

@@ -1,4 +1,4 @@
-"""DVC stage ``score@<bb>-<method>``: fit one OOD method on ID train, score ID val and OOD sets."""
+"""DVC stage ``pipelines/<bb>/dvc.yaml:score-<method>``: fit one OOD method on ID train, score ID val and OOD sets."""
 
 import argparse
 

@@ -24,9 +24,10 @@ PIPELINE_FILE = Path("dvc.yaml")
 #: the entries of the lists that dvc.yaml's matrices iterate over.
 NAME_MAPPINGS = {"backbones": "backbone", "methods": "method", "datasets": "dataset"}
 NAME_LISTS = {"backbones": "backbone", "methods": "method"}  # under benchmark:
-#: A name becomes part of a DVC stage name (``score@<backbone>-<method>``, matrix values
-#: joined by '-') and of a dotted params key (``methods.<method>``): '-' would make
-#: ``score@a-b-c`` ambiguous, '@', '/', '.', ':' and whitespace break stage names or keys.
+#: A name becomes part of a DVC stage name (``pipelines/<backbone>/dvc.yaml:score-<method>``,
+#: ``extract-<dataset>``), of a folder and of a dotted params key (``methods.<method>``):
+#: '-' would make ``extract-a-b`` ambiguous, '@', '/', '.', ':' and whitespace break
+#: stage names, paths or keys.
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -38,7 +39,7 @@ def check_name(path: Path, where: str, name: Any, kind: str) -> None:
     fix = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or kind
     raise ParamsError(
         f"{path}: {where}: {kind} name {text!r} may hold only letters, digits and '_' "
-        f"(DVC joins names with '-' into stage names like score@<backbone>-<method>); "
+        f"(they become DVC stage names like score-<method> and folders like pipelines/<backbone>); "
         f"rename it, e.g. to {fix!r}, everywhere it is used"
     )
 

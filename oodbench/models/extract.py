@@ -102,7 +102,7 @@ def relaunch_under_torchrun(settings: dict) -> int | None:
 
 
 def extract_dataset(backbone: str, dataset: str) -> None:
-    """Stage ``extract@<bb>-<ds>``: features (and logits) of one dataset's manifest rows.
+    """Stage ``extract-<ds>`` of ``pipelines/<bb>/dvc.yaml``: features (and logits) of one dataset's manifest rows.
 
     With ``extract.nproc_per_node`` > 1 it reruns itself under torchrun (one rank per GPU)."""
     settings = {**read_spec(extract_spec(), "extract"), **untracked_settings()}
