@@ -40,6 +40,16 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
+def rewrite_params(ws: Path, change) -> str:
+    """Apply `change` to the parsed params.yaml of `ws`; return the previous text (to restore it)."""
+    path = ws / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return original
+
+
 def stage_command(kind: str, *args: str) -> list[str]:
     """The command line dvc.yaml runs for a stage: ``python stages/<kind>.py ARGS``."""
     return [sys.executable, str(ROOT / "stages" / f"{kind}.py"), *args]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from oodbench.formats.scores import load_scores
-from tests.conftest import run, stage_command
+from tests.conftest import rewrite_params, run, stage_command
 from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
@@ -29,19 +29,9 @@ def ws(demo_workspace: Path, tmp_path_factory) -> Path:
     """The demo workspace's data and artifacts (not its git/DVC state), with small shards."""
     dest = tmp_path_factory.mktemp("faults") / "ws"
     shutil.copytree(demo_workspace, dest, ignore=shutil.ignore_patterns(".git", ".dvc"))
-    edit(dest, lambda p: p.update(extract=dict(SMALL_SHARDS)))
+    rewrite_params(dest, lambda p: p.update(extract=dict(SMALL_SHARDS)))
     run(stage_command("check"), dest)  # the stages read the specs it resolves
     return dest
-
-
-def edit(ws: Path, change) -> str:
-    """Apply `change` to params.yaml; return the previous text (to restore it)."""
-    path = ws / "params.yaml"
-    original = path.read_text()
-    params = yaml.safe_load(original)
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return original
 
 
 def snapshot(ws: Path) -> dict[str, bytes]:
@@ -78,7 +68,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> N
 )
 def test_bad_params_one_line(ws: Path, change, needles: list[str]) -> None:
     before = snapshot(ws)
-    original = edit(ws, change)
+    original = rewrite_params(ws, change)
     try:
         one_error_line(run(stage_command("check"), ws, check=False), *needles)
     finally:
@@ -99,7 +89,7 @@ def test_skipped_images_reach_metrics(ws: Path) -> None:
     result = run(stage_command("materialize", "--dataset", "photos"), ws, check=False)
     assert result.returncode == 2 and "line 17: photos/gone.jpg: missing" in result.stderr
     assert manifest.read_bytes() == old
-    original = edit(ws, lambda p: p["datasets"]["photos"].update(skip_bad=True))
+    original = rewrite_params(ws, lambda p: p["datasets"]["photos"].update(skip_bad=True))
     try:
         run(stage_command("check"), ws)
         run(stage_command("materialize", "--dataset", "photos"), ws)

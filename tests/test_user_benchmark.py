@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
 from oodbench.formats.manifest import load_list_classes
+from tests.conftest import rewrite_params
 from tests.faults_catalogue import catalogue
 from tests.user_project import CLASSES, build_project, run
 
@@ -28,15 +28,6 @@ BACKBONES = ("r18", "vt", "clip")
 
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def edit_params(project: Path, change) -> str:
-    path = project / "params.yaml"
-    original = path.read_text()
-    params = yaml.safe_load(original)
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return original
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +114,7 @@ def test_a_failing_stage_keeps_the_last_results(project):
         p: p.read_bytes()
         for p in [*(project / "metrics").iterdir(), *(project / "plots/r18").rglob("*.csv")]
     }
-    original = edit_params(project, lambda p: p["benchmark"].update(ood=["shapes_val"]))
+    original = rewrite_params(project, lambda p: p["benchmark"].update(ood=["shapes_val"]))
     try:
         result = run(["dvc", "repro"], project, check=False)
         assert result.returncode != 0
@@ -131,7 +122,7 @@ def test_a_failing_stage_keeps_the_last_results(project):
         assert "Running stage 'pipelines" not in result.stdout
     finally:
         (project / "params.yaml").write_text(original)
-    original = edit_params(project, lambda p: p["methods"]["vim"].update(dim=100000))
+    original = rewrite_params(project, lambda p: p["methods"]["vim"].update(dim=100000))
     try:
         result = run(["dvc", "repro"], project, check=False)
         assert result.returncode != 0 and "methods.vim.dim" in result.stdout + result.stderr
@@ -142,7 +133,7 @@ def test_a_failing_stage_keeps_the_last_results(project):
 
 
 def test_settings_that_change_no_number_rerun_nothing(project):
-    original = edit_params(project, lambda p: p["extract"].update(num_workers=1))
+    original = rewrite_params(project, lambda p: p["extract"].update(num_workers=1))
     try:
         assert ran(run(["dvc", "repro"], project).stdout) == {"check"}
     finally:
@@ -153,7 +144,7 @@ def test_settings_that_change_no_number_rerun_nothing(project):
 def test_a_backbones_classifier_keys_rerun_its_fc_not_its_extraction(project):
     names = project / "configs" / "shape_names.txt"
     names.write_text("square\ncircle\ntriangle\n")  # the head's outputs, named in its order
-    original = edit_params(
+    original = rewrite_params(
         project, lambda p: p["backbones"]["r18"].update(classes=str(names.relative_to(project)))
     )
     try:
@@ -194,7 +185,7 @@ def test_a_new_ood_set_costs_only_its_own_extraction_and_scoring(project):
         p["datasets"]["stripes2"] = {"root": "data/stripes2", "group": "near"}
         p["benchmark"]["ood"].append("stripes2")
 
-    original = edit_params(project, add)
+    original = rewrite_params(project, add)
     try:
         run(["oodbench", "pipeline"], project)
         result = run(["dvc", "repro"], project)
@@ -218,7 +209,7 @@ def test_a_new_ood_set_costs_only_its_own_extraction_and_scoring(project):
 
 def test_one_class_mode(project):
     """MOODv2's one-class benchmark on the user's data: class 0 (circle) is ID."""
-    original = edit_params(project, lambda p: p["benchmark"].update(one_class=0))
+    original = rewrite_params(project, lambda p: p["benchmark"].update(one_class=0))
     try:
         run(["dvc", "repro"], project)
         report = metrics(project, "vt")
