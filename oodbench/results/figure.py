@@ -7,6 +7,7 @@ metrics JSON, like the leaderboard, and writes the PNG atomically.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def write_png(all_metrics: dict[str, dict], metric: str, path: Path, dpi: int = 
         ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
         ax.set_yticks(range(len(methods)), methods)
         ax.set_title(backbone)
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():  # a column no method filled is all NaN: no best
+            warnings.simplefilter("ignore", RuntimeWarning)
             best = np.nanmin(values, axis=0) if lower else np.nanmax(values, axis=0)
         # a column with one method has no "best": box only where methods compete
         best[np.sum(~np.isnan(values), axis=0) < 2] = np.nan
