@@ -16,11 +16,10 @@ from PIL import Image
 
 from oodbench.core.errors import DataError
 from oodbench.data import materialize
-from oodbench.formats import classifier
-from oodbench.formats import manifest as manifests
+from oodbench.formats import class_names, classifier, manifest
+from oodbench.formats.class_names import ListClasses
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet
-from oodbench.formats.manifest import ListClasses
 from oodbench.heads import export as F
 from oodbench.heads.labels import head_class_keys, labels_in_head_order, predict_classes
 from oodbench.heads.probe import ProbeConfig
@@ -77,7 +76,7 @@ def _val_workspace(
     classifier.save_fc(Path("features/bb/fc.safetensors"), fc)
     classes = ListClasses(names, "datalists/val.classes.txt") if names is not None else None
     Path("data/manifests").mkdir(parents=True)
-    manifests.save_list_classes(Path("data/manifests/val.classes.json"), "val", classes)
+    class_names.save_list_classes(Path("data/manifests/val.classes.json"), "val", classes)
     return fc, x
 
 
@@ -180,16 +179,16 @@ def test_materialize_records_the_class_names_next_to_the_manifest(tmp_path) -> N
     materialize.run("toy", datalist, root, out, skip_bad=False)
     record = json.loads((tmp_path / "manifests" / "toy.classes.json").read_text())
     assert record == {"dataset": "toy", "source": None, "classes": None}
-    assert manifests.load_list_classes(manifests.classes_sidecar(out)) is None
+    assert class_names.load_list_classes(class_names.classes_sidecar(out)) is None
 
     (tmp_path / "datalists" / "toy.classes.txt").write_text("zebra\nyak\n")
     materialize.run("toy", datalist, root, out, skip_bad=False)
-    classes = manifests.load_list_classes(manifests.classes_sidecar(out))
+    classes = class_names.load_list_classes(class_names.classes_sidecar(out))
     assert classes == ListClasses(
         ["zebra", "yak"], (datalist.parent / "toy.classes.txt").as_posix()
     )
-    manifest, _ = manifests.read_manifest(out)
-    assert manifest["label"].tolist() == [1, 0, -1]  # the list's own numbering is kept
+    table, _ = manifest.read_manifest(out)
+    assert table["label"].tolist() == [1, 0, -1]  # the list's own numbering is kept
 
 
 def test_materialize_refuses_a_label_the_classes_file_does_not_name(tmp_path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from oodbench.core.params import read_params_file
+from oodbench.formats.class_names import ListClasses, save_list_classes
 from oodbench.formats.classifier import Linear, save_fc
-from oodbench.formats.manifest import ListClasses, save_list_classes
 from oodbench.formats.paths import classes_record_path, fc_path, features_dir
 from oodbench.methods import from_params
 from oodbench.results.fitdata import load_fit_data

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oodbench.formats.class_names import load_list_classes
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
-from oodbench.formats.manifest import load_list_classes
 from tests.conftest import rewrite_params
 from tests.faults_catalogue import catalogue
 from tests.user_project import CLASSES, build_project, run

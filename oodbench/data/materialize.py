@@ -41,7 +41,8 @@ from oodbench.data.datalist import (
 from oodbench.data.images import MAX_PIXELS, too_large
 from oodbench.formats import paths
 from oodbench.formats.atomic import atomic_path
-from oodbench.formats.manifest import OK, SCHEMA, ListClasses, classes_sidecar, save_list_classes
+from oodbench.formats.class_names import ListClasses, classes_sidecar, save_list_classes
+from oodbench.formats.manifest import OK, SCHEMA
 from oodbench.formats.specs import dataset_spec, read_spec
 
 ESCAPES = "outside root"

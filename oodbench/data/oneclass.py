@@ -10,13 +10,15 @@ class (group ``near``: same domain, unseen class), beside the configured OOD set
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.features import FeatureSet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def one_class_of(params: dict[str, Any]) -> int | None:
@@ -62,6 +64,8 @@ def split_id_val(
     `table` is a score file (dataset, index, score); labels are joined on the manifest
     index, so the split does not depend on row order.
     """
+    import pandas as pd  # here: the score stage imports this module and starts without pandas
+
     rows = table[table["dataset"] == id_val]
     label_of = pd.Series(val_labels, index=val_index)
     labels = label_of.reindex(rows["index"].to_numpy()).to_numpy()

@@ -10,40 +10,43 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
 from oodbench.formats.atomic import atomic_path
 
+#: the columns of a score table
+SCHEMA = pa.schema([("dataset", pa.string()), ("index", pa.int64()), ("score", pa.float64())])
+
 
 def save_scores(path: str | Path, datasets: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
     """Write (dataset, index, score) rows for each (name, index, scores) triple."""
-    frames = [
-        pd.DataFrame(
-            {
-                "dataset": name,
-                "index": np.asarray(idx, np.int64),
-                "score": np.asarray(s, np.float64),
-            }
-        )
-        for name, idx, s in datasets
-    ]
-    table = pd.concat(frames, ignore_index=True)
+    names = [name for name, _, s in datasets for _ in range(len(s))]
+    index = [np.asarray(idx, np.int64) for _, idx, _ in datasets]
+    scores = [np.asarray(s, np.float64) for _, _, s in datasets]
+    table = pa.table(
+        {
+            "dataset": pa.array(names, pa.string()),
+            "index": np.concatenate(index) if index else np.empty(0, np.int64),
+            "score": np.concatenate(scores) if scores else np.empty(0, np.float64),
+        },
+        schema=SCHEMA,
+    )
     with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
 
 
 def load_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """{dataset: float64 scores} in the table's order (datasets and rows)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: scores missing; run `dvc repro` to compute them")
-    table = pd.read_parquet(path)
-    return {
-        str(name): group["score"].to_numpy(np.float64)
-        for name, group in table.groupby("dataset", sort=False)
-    }
+    table = pq.ParquetFile(path).read(columns=["dataset", "score"])  # no pyarrow.dataset
+    names = table["dataset"].to_numpy(zero_copy_only=False)
+    scores = table["score"].to_numpy().astype(np.float64, copy=False)
+    _, first = np.unique(names, return_index=True)
+    return {str(names[i]): scores[names == names[i]] for i in sorted(first)}
 
 
 SKIPPED = b"skipped"
@@ -51,10 +54,7 @@ SKIPPED = b"skipped"
 
 def save_skipped(path: str | Path, reason: str) -> None:
     """An empty score table recording why the method was not run."""
-    schema = pa.schema(
-        [("dataset", pa.string()), ("index", pa.int64()), ("score", pa.float64())],
-        metadata={SKIPPED: reason.encode()},
-    )
+    schema = SCHEMA.with_metadata({SKIPPED: reason.encode()})
     with atomic_path(path) as tmp:
         pq.write_table(schema.empty_table(), tmp)
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import Linear, save_fc
 from oodbench.formats.features import FeatureSet, load_features
-from oodbench.formats.manifest import classes_sidecar, load_list_classes
 from oodbench.formats.paths import fc_path, features_dir, manifest_path
 from oodbench.formats.specs import fc_spec, read_spec
 from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT, prompt_ensemble, zero_shot_logits

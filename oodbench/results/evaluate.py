@@ -27,9 +27,10 @@ import numpy as np
 from oodbench.core.errors import DataError
 from oodbench.data.oneclass import split_id_val
 from oodbench.formats.atomic import write_text
+from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
-from oodbench.formats.manifest import classes_sidecar, load_list_classes, read_manifest
+from oodbench.formats.manifest import read_manifest
 from oodbench.formats.paths import (
     fc_path,
     features_dir,

@@ -21,9 +21,9 @@ import numpy as np
 
 from oodbench.core.errors import DataError
 from oodbench.data.oneclass import restrict
+from oodbench.formats.class_names import ListClasses, load_list_classes
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet, load_features, read_feature_info
-from oodbench.formats.manifest import ListClasses, load_list_classes
 from oodbench.formats.paths import FEATURES, classes_record_path, features_dir
 from oodbench.heads.labels import check_labels
 from oodbench.methods import Detector, FitData, Precomputed
