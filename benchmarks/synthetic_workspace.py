@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from oodbench.formats import features as store
 from oodbench.formats.classifier import Linear, save_fc
@@ -94,26 +93,15 @@ def synthetic(scale: float, seed: int = 0) -> Bench:
 
 def write_features(root: Path, name: str, fs: FeatureSet, fc: Linear) -> None:
     """One feature folder as extract writes it (features and head-logits shards)."""
-    directory = root / features_dir(BACKBONE, name)
-    directory.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for shard, start in enumerate(range(0, len(fs), SHARD_ROWS)):
-        rows = fs.features[start : start + SHARD_ROWS]
-        digests = {
-            "features": store.write_shard_array(directory, shard, "features", rows),
-            "logits": store.write_shard_array(directory, shard, "logits", fc.logits(rows)),
-        }
-        shards.append({"name": store.shard_name(shard), "rows": len(rows), "sha256": digests})
-    info = {
-        "backbone": BACKBONE,
-        "dataset": name,
-        "feature_dim": D,
-        "num_classes": C,
-        "rows": len(fs),
-        "shards": shards,
-    }
-    index = pd.DataFrame({"index": fs.index, "label": fs.labels, "path": [""] * len(fs)})
-    store.write_feature_info(directory, info, index)
+    info = {"backbone": BACKBONE, "dataset": name}
+    store.write_feature_dir(
+        root / features_dir(BACKBONE, name),
+        info,
+        fs.features,
+        fs.labels,
+        logits=fc.logits(fs.features),
+        shard_rows=SHARD_ROWS,
+    )
 
 
 def write_workspace(root: Path, bench: Bench) -> None:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
@@ -89,19 +88,9 @@ def demo_workspace(tmp_path_factory) -> Path:
 
 
 def feature_dir(directory: Path, features: np.ndarray, labels: list[int], backbone: str) -> Path:
-    """A real feature directory (one shard) written with the store's own writers."""
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = store.write_shard_array(directory, 0, "features", features)
-    info = {
-        "backbone": backbone,
-        "dataset": directory.name,
-        "feature_dim": features.shape[1],
-        "num_classes": 0,
-        "rows": len(features),
-        "shards": [{"name": "shard-00000", "rows": len(features), "sha256": {"features": digest}}],
-    }
-    index = pd.DataFrame(
-        {"index": np.arange(len(labels)), "label": np.array(labels), "path": [""] * len(labels)}
+    """A real feature directory (one shard) written with the store's own writer."""
+    info = {"backbone": backbone, "dataset": directory.name}
+    store.write_feature_dir(
+        directory, info, features, np.array(labels), shard_rows=max(len(features), 1)
     )
-    store.write_feature_info(directory, info, index)
     return directory

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from oodbench.core.errors import DataError
 from oodbench.data.datalist import parse_datalist
 from oodbench.formats.atomic import atomic_dir
 from oodbench.formats.classifier import Linear, save_fc
-from oodbench.formats.features import shard_name, write_feature_info, write_shard_array
+from oodbench.formats.features import write_feature_dir
 
 #: (module, name) pairs a pickled numpy array needs, and nothing else:
 #: ``_reconstruct``/``ndarray``/``dtype`` (protocols 2-4, numpy 1 and 2 module names),
@@ -103,26 +102,9 @@ def import_features(
                 "pass the datalist the features were extracted from"
             )
         paths, labels = [e.path for e in entries], [e.label for e in entries]
-    index = pd.DataFrame({"index": np.arange(n, dtype=np.int64), "label": labels, "path": paths})
-    index["label"] = index["label"].astype(np.int64)
+    info = {"backbone": backbone, "dataset": dataset, "imported_from": path.name}
     with atomic_dir(out) as tmp:
-        shards = []
-        for s, lo in enumerate(range(0, max(n, 1), SHARD_ROWS)):
-            part = features[lo : lo + SHARD_ROWS]
-            digest = write_shard_array(tmp, s, "features", part)
-            shards.append(
-                {"name": shard_name(s), "rows": len(part), "sha256": {"features": digest}}
-            )
-        info = {
-            "backbone": backbone,
-            "dataset": dataset,
-            "feature_dim": int(features.shape[1]),
-            "num_classes": 0,
-            "rows": n,
-            "shards": shards,
-            "imported_from": path.name,
-        }
-        write_feature_info(tmp, info, index)
+        write_feature_dir(tmp, info, features, labels, paths=paths, shard_rows=SHARD_ROWS)
     return n
 
 

@@ -20,16 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
 from oodbench.formats.atomic import atomic_path, write_text
-from oodbench.formats.manifest import ListClasses
+from oodbench.formats.class_names import ListClasses
 
 if TYPE_CHECKING:  # writers are handed a DataFrame; readers need no pandas (stage start-up)
     import pandas as pd
@@ -78,11 +80,56 @@ def write_shard_array(directory: Path, shard: int, kind: str, array: np.ndarray)
     return sha256_file(dest)
 
 
-def write_feature_info(directory: Path, info: dict, index: pd.DataFrame) -> None:
-    """Write the row index and info.json last: a directory without info.json is unfinished."""
+def write_feature_info(directory: Path, info: dict, index: pd.DataFrame | dict[str, Any]) -> None:
+    """Write the row index (index, label, path: a DataFrame or a dict of columns) and
+    info.json last: a directory without info.json is unfinished."""
     with atomic_path(directory / "index.parquet") as tmp:
-        index.reset_index(drop=True).to_parquet(tmp, index=False)
+        if isinstance(index, dict):
+            pq.write_table(pa.table(index), tmp)
+        else:
+            index.reset_index(drop=True).to_parquet(tmp, index=False)
     write_text(directory / "info.json", json.dumps({"format": FORMAT_VERSION, **info}, indent=1))
+
+
+def write_feature_dir(
+    directory: Path,
+    info: dict,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    logits: np.ndarray | None = None,
+    paths: Sequence[str] | None = None,
+    shard_rows: int = 4096,
+) -> None:
+    """A whole feature directory from arrays in memory: shards of `shard_rows` rows
+    (features, and the head's `logits` when given), the index (rows 0..N-1 with their
+    `labels` and `paths`) and info.json last, holding `info` (backbone, dataset, ...)
+    with the dimensions and the shard list filled in. For importers, benchmarks and
+    tests; extraction writes its shards one by one as batches arrive."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(features)
+    arrays = {"features": features, "logits": logits}
+    shards = []
+    for shard, start in enumerate(range(0, max(n, 1), shard_rows)):
+        rows = slice(start, start + shard_rows)
+        digests = {
+            kind: write_shard_array(directory, shard, kind, array[rows])
+            for kind, array in arrays.items()
+            if array is not None
+        }
+        count = len(features[rows])
+        shards.append({"name": shard_name(shard), "rows": count, "sha256": digests})
+    index = {
+        "index": np.arange(n, dtype=np.int64),
+        "label": np.asarray(labels, dtype=np.int64),
+        "path": [""] * n if paths is None else list(paths),
+    }
+    dims = {
+        "feature_dim": int(features.shape[1]),
+        "num_classes": 0 if logits is None else int(logits.shape[1]),
+        "rows": n,
+    }
+    write_feature_info(directory, {**info, **dims, "shards": shards}, index)
 
 
 def read_feature_info(directory: str | Path) -> dict:
@@ -135,7 +182,8 @@ def load_features(
     head = None
     if logits and num_classes:
         head = _read_kind(directory, shards, "logits", num_classes, verify)
-    index = pq.read_table(directory / "index.parquet", columns=["index", "label"])
+    # ParquetFile, not pq.read_table: that goes through pyarrow.dataset, which imports pandas
+    index = pq.ParquetFile(directory / "index.parquet").read(columns=["index", "label"])
     if len(index) != len(features):
         raise DataError(
             f"{directory}/index.parquet has {len(index)} rows but the shards hold "
