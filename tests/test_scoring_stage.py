@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -41,26 +43,9 @@ SHARD_ROWS = 32
 
 def write_features(root: Path, name: str, x: np.ndarray, labels: np.ndarray, fc: Linear) -> None:
     """A feature folder as extract writes it: shards of features and head logits."""
+    info = {"backbone": BB, "dataset": name}
     directory = root / features_dir(BB, name)
-    directory.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for shard, start in enumerate(range(0, len(x), SHARD_ROWS)):
-        rows = x[start : start + SHARD_ROWS]
-        digests = {
-            "features": store.write_shard_array(directory, shard, "features", rows),
-            "logits": store.write_shard_array(directory, shard, "logits", fc.logits(rows)),
-        }
-        shards.append({"name": store.shard_name(shard), "rows": len(rows), "sha256": digests})
-    info = {
-        "backbone": BB,
-        "dataset": name,
-        "feature_dim": D,
-        "num_classes": C,
-        "rows": len(x),
-        "shards": shards,
-    }
-    index = pd.DataFrame({"index": np.arange(len(x)), "label": labels, "path": [""] * len(x)})
-    store.write_feature_info(directory, info, index)
+    store.write_feature_dir(directory, info, x, labels, logits=fc.logits(x), shard_rows=SHARD_ROWS)
 
 
 def arrays(seed: int = 0) -> tuple[Linear, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -318,9 +303,12 @@ def test_bad_thread_override_names_the_variable(monkeypatch: pytest.MonkeyPatch)
 class Spy:
     """A detector stand-in recording the row counts it is asked to score."""
 
-    def __init__(self, per_dataset: str | None, reads_logits: bool = True) -> None:
+    def __init__(
+        self, per_dataset: str | None, reads_logits: bool = True, threaded: bool = True
+    ) -> None:
         self.per_dataset, self.params_key, self.calls = per_dataset, "methods.spy", []
-        self.reads_logits = reads_logits
+        self.reads_logits, self.threaded_blocks = reads_logits, threaded
+        self.threads: set[int] = set()
 
     def score(self, features: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
         if self.reads_logits:
@@ -328,24 +316,59 @@ class Spy:
         else:
             assert logits is None  # not computed for a method that never reads them
         self.calls.append(len(features))
+        self.threads.add(threading.get_ident())
+        time.sleep(0.05)  # long enough that a second worker takes the next block
         return features[:, 0].astype(np.float64)
 
 
 FC = Linear(np.eye(3, 4, dtype=np.float32), np.zeros(3, np.float32), ["a", "b", "c"])
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("reads_logits", [True, False])
 @pytest.mark.parametrize(("per_dataset", "calls"), [(None, [4, 4, 2]), ("why", [10])])
 def test_blocks_of_rows_unless_the_method_scores_whole_datasets(
-    per_dataset, calls, reads_logits
+    per_dataset, calls, reads_logits, threaded
 ) -> None:
+    """Blocks of rows, from two threads at once unless the detector threads itself or
+    scores whole datasets; every row's score lands in its own place."""
     from oodbench.results.scoring import score_set
 
     x = np.arange(40, dtype=np.float32).reshape(10, 4)
-    spy = Spy(per_dataset, reads_logits)
-    got = score_set(spy, FeatureSet("s", x, np.zeros(10, np.int64), np.arange(10)), FC, 4)
-    assert spy.calls == calls
+    spy = Spy(per_dataset, reads_logits, threaded)
+    fs = FeatureSet("s", x, np.zeros(10, np.int64), np.arange(10))
+    got = score_set(spy, fs, FC, 4, threads=2)
+    assert sorted(spy.calls) == sorted(calls)
+    concurrent = threaded and per_dataset is None
+    assert len(spy.threads) == (2 if concurrent else 1)
+    assert (threading.get_ident() in spy.threads) is not concurrent
     np.testing.assert_array_equal(got, x[:, 0])
+
+
+@pytest.mark.parametrize("method", ["gradnorm", "energy", "msp", "mahalanobis", "vim", "klm"])
+def test_scores_from_concurrent_blocks_equal_one_block_at_a_time(method: str) -> None:
+    """Threads change who computes a block, not its numbers: two workers give the scores
+    of one worker, whatever the BLAS thread count outside (each block gets one)."""
+    from oodbench.methods.shared.threads import blas_threads
+    from oodbench.results.scoring import score_set
+
+    rng = np.random.default_rng(3)
+    fc = Linear(
+        rng.normal(size=(20, 16)).astype(np.float32),
+        np.zeros(20, np.float32),
+        list("abcdefghijklmnopqrst"),
+    )
+    x = np.abs(rng.normal(size=(1000, 16))).astype(np.float32)
+    labels = rng.integers(0, 20, 1000)
+    train = FeatureSet("train", x, labels, np.arange(1000))
+    detector = create(method, {}).fit(FitData(fc=fc, train=train, val=train))
+    fs = FeatureSet("val", x[:333], labels[:333], np.arange(333))
+    one = score_set(detector, fs, fc, 64, threads=1)
+    with blas_threads(2):
+        two = score_set(detector, fs, fc, 64, threads=2)
+    np.testing.assert_array_equal(two, one)
+    loop = np.concatenate([detector.score(b, fc.logits(b)) for b in np.array_split(x[:333], 7)])
+    np.testing.assert_allclose(two, loop, rtol=1e-5, atol=1e-6)
 
 
 def test_other_npy_layouts_are_read_and_a_bad_header_names_the_checksum(tmp_path: Path) -> None:

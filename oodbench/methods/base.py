@@ -104,6 +104,10 @@ class Detector:
     #: logits of its own such as clipped ones), so the score stage passes None instead
     #: of computing x W^T + b for nothing
     reads_logits: ClassVar[bool] = True
+    #: False: ``_score`` runs a multi-threaded library of its own (torch or faiss
+    #: searches), so the score stage hands it row blocks one after another; True: its
+    #: numpy work releases the GIL, and blocks are scored from concurrent threads
+    threaded_blocks: ClassVar[bool] = True
     #: the file (under ``features/<bb>/``) of a fit computed ahead by its own stage that
     #: fit() uses instead of reading train when the score stage finds it current
     precomputed: ClassVar[str | None] = None

@@ -45,6 +45,7 @@ class KNN(Detector):
 
     paper: ClassVar[str] = "Sun, Ming, Zhu & Li, ICML 2022"
     reference: ClassVar[str] = "https://github.com/Jingkang50/OpenOOD"
+    threaded_blocks = False  # the bank search threads itself (torch or faiss)
     reads_logits = False
     requires = frozenset({"train"})
 

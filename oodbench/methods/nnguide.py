@@ -40,6 +40,7 @@ class NNGuide(Detector):
 
     paper: ClassVar[str] = "Park, Jung & Teoh, ICCV 2023"
     reference: ClassVar[str] = "https://github.com/Jingkang50/OpenOOD"
+    threaded_blocks = False  # the bank search threads itself (torch or faiss)
     requires = frozenset({"train"})
 
     k: int | None = None

@@ -10,10 +10,10 @@ the report shows the reason instead of stopping the benchmark halfway.
 Memory stays bounded: each dataset is read into one array (feature shards only), then
 scored in blocks of :data:`BLOCK_ROWS` rows, each block's logits computed and handed to
 the detector and its scores written into one float64 output; a method whose scores
-depend on the whole dataset (``Detector.per_dataset``) gets the whole set at once. BLAS
-threads are sized to the cores the process may use (``OODBENCH_THREADS`` overrides,
-oodbench/methods/shared/threads.py). The stage prints one line with its load, fit,
-score and write seconds. Scores of datasets whose inputs did not change since an earlier
+depend on the whole dataset (``Detector.per_dataset``) gets the whole set at once. Blocks
+are scored from one thread per core the process may use, each with one BLAS thread
+(``OODBENCH_THREADS`` overrides the count, oodbench/methods/shared/threads.py). The
+stage prints one line with its load, fit, score and write seconds. Scores of datasets whose inputs did not change since an earlier
 run are reused (oodbench/results/scorecache.py): a new OOD set costs its own scoring.
 """
 
@@ -23,6 +23,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -34,7 +35,7 @@ from oodbench.formats.paths import fc_path, features_dir, scores_path, subspace_
 from oodbench.formats.scores import save_scores, save_skipped
 from oodbench.formats.specs import method_spec, read_spec, scoring_spec
 from oodbench.methods import Detector, create
-from oodbench.methods.shared.threads import limit_blas_threads
+from oodbench.methods.shared.threads import blas_threads, cpu_threads, limit_blas_threads
 from oodbench.results import scorecache
 from oodbench.results.fitdata import check_finite, load_fit_data
 
@@ -130,19 +131,29 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
 
 
 def score_set(
-    detector: Detector, features: FeatureSet, fc: Linear, block_rows: int | None = None
+    detector: Detector,
+    features: FeatureSet,
+    fc: Linear,
+    block_rows: int | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """The detector's scores of one dataset, checked: one finite float64 per row.
 
     Row blocks of `block_rows` (default :data:`BLOCK_ROWS`), each with its float32 logits
     ``fc.logits(block)`` (None for a method that does not read them); a ``per_dataset``
-    method gets the whole dataset in one call."""
+    method gets the whole dataset in one call. Blocks are scored from `threads` concurrent
+    threads (default: the cores the process may use), each with one BLAS thread, unless
+    the detector threads itself (``threaded_blocks`` False): the row-wise numpy work of a
+    method is single-threaded and would leave the other cores idle. A block's logits come
+    from one BLAS thread however many cores there are, so scores do not depend on them.
+    """
     x = features.features
     n = len(x)
     fc.logits(x[:0])  # features and classifier of different backbones: a one-line error
-    step = n if detector.per_dataset is not None else (block_rows or BLOCK_ROWS)
+    step = max(n if detector.per_dataset is not None else (block_rows or BLOCK_ROWS), 1)
     scores = np.empty(n, dtype=np.float64)
-    for start in range(0, n, max(step, 1)):
+
+    def score_block(start: int) -> None:
         block = x[start : start + step]
         logits = fc.logits(block) if detector.reads_logits else None
         raw = np.asarray(detector.score(block, logits), np.float64)
@@ -151,6 +162,15 @@ def score_set(
                 f"{detector.params_key} returned shape {raw.shape} for {len(block)} rows"
             )
         scores[start : start + len(block)] = raw
+
+    starts = range(0, n, step)
+    if detector.threaded_blocks and detector.per_dataset is None:
+        workers = min(threads or cpu_threads(), len(starts))
+        with blas_threads(1), ThreadPoolExecutor(max(workers, 1)) as pool:
+            list(pool.map(score_block, starts))  # list(): re-raises a block's error
+    else:
+        for start in starts:
+            score_block(start)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise DataError(

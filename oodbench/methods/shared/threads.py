@@ -13,6 +13,7 @@ dvc queue start -j 8`` on an 8-core machine.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 
 from oodbench.core.errors import ParamsError
 
@@ -43,3 +44,12 @@ def limit_blas_threads() -> int:
     threads = cpu_threads()
     threadpool_limits(limits=threads, user_api="blas")
     return threads
+
+
+def blas_threads(threads: int) -> AbstractContextManager:
+    """A context in which the BLAS pools of this process use `threads` threads (then
+    the previous count again): row blocks scored from concurrent Python threads each
+    get one BLAS thread instead of every block asking for every core."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
