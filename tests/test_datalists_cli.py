@@ -214,6 +214,11 @@ def test_import_openood_bad_inputs(work: Path) -> None:
     result = oodbench(work, "import-openood", str(src), "--name", "v", "--strip", "imagenet_1k")
     assert_error(result, "bad.txt", "line 2", "does not start with 'imagenet_1k'/")
     assert_error(oodbench(work, "import-openood", str(src), "--name", "../v"), "--name")
+    src.write_text(
+        "imagenet_1k/val/a.JPEG 1\nimagenet_1k/val/b.JPEG 2\nimagenet_1k/val/./a.JPEG 3\n"
+    )
+    result = oodbench(work, "import-openood", str(src), "--name", "v")
+    assert_error(result, "bad.txt", "line 3: duplicate path", "(first on line 1); remove one")
     assert leftovers(work / "datalists") == []
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,6 +45,10 @@ class Entry:
     label: int  # class index, or -1 for unknown / OOD
 
 
+#: one line (its bytes, its 1-based number) -> its Entry, None when it lists nothing
+LineParser = Callable[[bytes, int], Entry | None]
+
+
 def parse_datalist(
     path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
 ) -> list[Entry]:
@@ -53,28 +58,7 @@ def parse_datalist(
     pass instead of one error per run.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    entries: list[Entry] = []
-    errors: list[str] = []
-    first_line: dict[str, int] = {}
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for number, line_bytes in enumerate(lines, start=1):
-        try:
-            entry = parse_line(line_bytes, number)
-        except ValueError as err:
-            errors.append(f"line {number}: {err}")
-            continue
-        if entry is None:
-            continue
-        if entry.path in first_line:
-            errors.append(
-                f"line {number}: duplicate path {entry.path!r} (first on line {first_line[entry.path]}); remove one"
-            )
-            continue
-        first_line[entry.path] = number
-        entries.append(entry)
+    entries, errors = parse_lines(_read_bytes(path), parse_line)
     if root is not None and not errors:
         resolved_root = Path(root).resolve()
         errors.extend(
@@ -90,6 +74,32 @@ def parse_datalist(
             f"{path}: no entries (only blank or comment lines); list one `path label` per line"
         )
     return entries
+
+
+def parse_lines(raw: bytes, parse: LineParser) -> tuple[list[Entry], list[str]]:
+    """The entries of the lines of `raw` under `parse` (None: a line without an entry),
+    and one error per bad line: `parse`'s ValueError, or a path listed twice. Errors are
+    collected, not raised, so that a user fixes a list in one pass."""
+    entries: list[Entry] = []
+    errors: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            entry = parse(line_bytes, number)
+        except ValueError as err:
+            errors.append(f"line {number}: {err}")
+            continue
+        if entry is None:
+            continue
+        if entry.path in first_line:
+            first = first_line[entry.path]
+            errors.append(
+                f"line {number}: duplicate path {entry.path!r} (first on line {first}); remove one"
+            )
+            continue
+        first_line[entry.path] = number
+        entries.append(entry)
+    return entries, errors
 
 
 def parse_line(line_bytes: bytes, number: int = 0) -> Entry | None:

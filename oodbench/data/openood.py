@@ -17,7 +17,7 @@ import ast
 from pathlib import Path
 
 from oodbench.core.errors import DataError
-from oodbench.data.datalist import Entry, format_errors, normalise_path, parse_label
+from oodbench.data.datalist import Entry, format_errors, normalise_path, parse_label, parse_lines
 
 #: an extra longer than this is no label record: refuse it before parsing
 MAX_EXTRA_CHARS = 10_000
@@ -27,25 +27,7 @@ def parse_imglist(path: Path) -> list[Entry]:
     """Every entry of an OpenOOD imglist, or one DataError naming each bad line (up to 20)."""
     if not path.is_file():
         raise DataError(f"{path}: OpenOOD imglist not found")
-    entries: list[Entry] = []
-    errors: list[str] = []
-    seen: dict[str, int] = {}
-    raw_lines = path.read_bytes().split(b"\n")
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            entry = parse_imglist_line(raw, number)
-        except ValueError as err:
-            errors.append(f"line {number}: {err}")
-            continue
-        if entry is None:
-            continue
-        if entry.path in seen:
-            errors.append(
-                f"line {number}: duplicate path {entry.path!r} (first on line {seen[entry.path]})"
-            )
-            continue
-        seen[entry.path] = number
-        entries.append(entry)
+    entries, errors = parse_lines(path.read_bytes(), parse_imglist_line)
     if errors:
         raise DataError(format_errors(path, errors, "bad line", "fix them and rerun"))
     if not entries:
