@@ -1,13 +1,11 @@
 """DVC stage ``check``: validate params.yaml, and dvc.yaml against it, before any other stage."""
 
-import argparse
-
-from oodbench.core.entry import run_main
+from oodbench.core.entry import run_main, stage_args
 from oodbench.pipeline.check import check_benchmark
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    stage_args(__doc__)
     check_benchmark()
 
 

@@ -1,13 +1,11 @@
 """DVC stage ``demo``: write the embedded demo's images (data/demo) and datalists."""
 
-import argparse
-
-from oodbench.core.entry import run_main
+from oodbench.core.entry import run_main, stage_args
 from oodbench.data.demo import write_demo
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    stage_args(__doc__)
     write_demo()
 
 

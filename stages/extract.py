@@ -2,17 +2,12 @@
 
 Runs under torchrun as it is (``torchrun --nproc_per_node N stages/extract.py ...``)."""
 
-import argparse
-
-from oodbench.core.entry import run_main
+from oodbench.core.entry import run_main, stage_args
 from oodbench.models.extract import extract_dataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backbone", required=True, help="backbone key under `backbones:`")
-    parser.add_argument("--dataset", required=True, help="dataset key under `datasets:`")
-    args = parser.parse_args()
+    args = stage_args(__doc__, "backbone", "dataset")
     extract_dataset(args.backbone, args.dataset)
 
 

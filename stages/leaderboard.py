@@ -1,15 +1,11 @@
 """DVC stage ``leaderboard``: every backbone's metrics as one Markdown leaderboard."""
 
-import argparse
-
-from oodbench.core.entry import run_main
+from oodbench.core.entry import run_main, stage_args
 from oodbench.results.leaderboard import write_leaderboard
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backbones", required=True, help="comma-separated backbone keys")
-    args = parser.parse_args()
+    args = stage_args(__doc__, "backbones")
     write_leaderboard([b for b in args.backbones.split(",") if b])
 
 

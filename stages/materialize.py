@@ -1,15 +1,11 @@
 """DVC stage ``materialize-<ds>``: datalists/<ds>.txt -> data/manifests/<ds>.parquet."""
 
-import argparse
-
-from oodbench.core.entry import run_main
+from oodbench.core.entry import run_main, stage_args
 from oodbench.data.materialize import materialize_dataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, help="dataset key under `datasets:`")
-    args = parser.parse_args()
+    args = stage_args(__doc__, "dataset")
     materialize_dataset(args.dataset)
 
 
