@@ -264,7 +264,8 @@ NON_KNN = [
 
 def test_score_stage_of_a_non_knn_method_imports_no_torch(workspace: Path) -> None:
     """Importing stages/score.py, building any non-kNN detector and running a real stage
-    loads neither torch, timm nor matplotlib (each costs seconds at every stage start)."""
+    loads neither torch, timm nor matplotlib (each costs seconds at every stage start),
+    nor pandas (half a second: the stage reads and writes Parquet through pyarrow)."""
     set_method("mahalanobis", "mahalanobis")
     code = f"""
 import runpy, sys
@@ -273,7 +274,7 @@ runpy.run_path({str(ROOT / "stages" / "score.py")!r}, run_name="__main__")
 from oodbench.methods import create
 for name in {NON_KNN!r}:
     create(name)
-print(sorted(m for m in ("torch", "timm", "matplotlib") if m in sys.modules))
+print(sorted(m for m in ("torch", "timm", "matplotlib", "pandas") if m in sys.modules))
 """
     result = run_python(code, workspace)
     assert result.returncode == 0, result.stderr

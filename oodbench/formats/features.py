@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
+from oodbench.formats.arrow import column_values
 from oodbench.formats.atomic import atomic_path, write_text
 from oodbench.formats.class_names import ListClasses
 
@@ -189,13 +190,13 @@ def load_features(
             f"{directory}/index.parquet has {len(index)} rows but the shards hold "
             f"{len(features)}; rerun `dvc repro` to re-extract"
         )
-    return FeatureSet(
-        dataset=str(info["dataset"]),
-        features=features,
-        labels=np.asarray(index.column("label").to_numpy(), dtype=np.int64),
-        index=np.asarray(index.column("index").to_numpy(), dtype=np.int64),
-        logits=head,
-    )
+    try:
+        labels, rows = (column_values(index, c, pa.int64()) for c in ("label", "index"))
+    except ValueError as err:
+        raise DataError(
+            f"{directory}/index.parquet: {err}; rerun `dvc repro` to re-extract"
+        ) from err
+    return FeatureSet(str(info["dataset"]), features, labels, rows, logits=head)
 
 
 def _read_kind(

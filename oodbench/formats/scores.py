@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
+from oodbench.formats.arrow import numeric_array, string_array
 from oodbench.formats.atomic import atomic_path
 
 #: the columns of a score table
@@ -25,14 +26,12 @@ def save_scores(path: str | Path, datasets: Sequence[tuple[str, np.ndarray, np.n
     names = [name for name, _, s in datasets for _ in range(len(s))]
     index = [np.asarray(idx, np.int64) for _, idx, _ in datasets]
     scores = [np.asarray(s, np.float64) for _, _, s in datasets]
-    table = pa.table(
-        {
-            "dataset": pa.array(names, pa.string()),
-            "index": np.concatenate(index) if index else np.empty(0, np.int64),
-            "score": np.concatenate(scores) if scores else np.empty(0, np.float64),
-        },
-        schema=SCHEMA,
-    )
+    columns = [
+        string_array(names),
+        numeric_array(np.concatenate(index) if index else np.empty(0), pa.int64()),
+        numeric_array(np.concatenate(scores) if scores else np.empty(0), pa.float64()),
+    ]
+    table = pa.Table.from_arrays(columns, schema=SCHEMA)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
