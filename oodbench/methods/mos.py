@@ -22,20 +22,27 @@ from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.heads.groups import GROUP_OF_CLASS, group_sizes_of, group_slices
 from oodbench.methods.base import Detector, FitData, register
+from oodbench.methods.shared.logits import by_blocks
 
 #: The MOS ImageNet taxonomy: classes per group, the "others" logit excluded.
 IMAGENET_GROUP_SIZES = [398, 521, 9, 7, 52, 8, 3, 2]
 
 
 def mos_score(logits: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    """-min over groups of the group-softmax probability of "others", vectorised."""
-    z = np.asarray(logits, np.float64)
+    """-min over groups of the group-softmax probability of "others", vectorised and
+    streamed over row blocks (float64 temporaries of a few MB, not of the whole set)."""
     starts = group_slices(sizes)[:, 0]
     width = np.asarray(sizes) + 1
-    peak = np.maximum.reduceat(z, starts, axis=1)
-    total = np.add.reduceat(np.exp(z - np.repeat(peak, width, axis=1)), starts, axis=1)
-    others = np.exp(z[:, starts] - peak) / total
-    return -others.min(axis=1)
+
+    def block(z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, np.float64)
+        peak = np.maximum.reduceat(z, starts, axis=1)
+        e = np.subtract(z, np.repeat(peak, width, axis=1))
+        total = np.add.reduceat(np.exp(e, out=e), starts, axis=1)
+        others = np.exp(z[:, starts] - peak) / total
+        return -others.min(axis=1)
+
+    return by_blocks(block, logits)
 
 
 @register("mos")

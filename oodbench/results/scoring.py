@@ -13,8 +13,9 @@ the detector and its scores written into one float64 output; a method whose scor
 depend on the whole dataset (``Detector.per_dataset``) gets the whole set at once. Blocks
 are scored from one thread per core the process may use, each with one BLAS thread
 (``OODBENCH_THREADS`` overrides the count, oodbench/methods/shared/threads.py). The
-stage prints one line with its load, fit, score and write seconds. Scores of datasets whose inputs did not change since an earlier
-run are reused (oodbench/results/scorecache.py): a new OOD set costs its own scoring.
+stage prints one line with its load, fit, score and write seconds. Scores of datasets
+whose inputs did not change since an earlier run are reused
+(oodbench/results/scorecache.py): a new OOD set costs its own scoring.
 """
 
 from __future__ import annotations
