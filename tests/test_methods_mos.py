@@ -35,11 +35,12 @@ def _dummy_fc(columns: int) -> Linear:
     )
 
 
+@pytest.mark.parametrize("rows", [30, 2500])  # 2500: three row blocks of by_blocks
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, RTOL64), (np.float32, RTOL32)])
 @pytest.mark.parametrize("sizes", [[3, 1, 4], [1], [2, 2, 2, 2]])
-def test_mos_score_matches_loop(dtype, rtol, sizes):
+def test_mos_score_matches_loop(dtype, rtol, sizes, rows):
     cols = sum(sizes) + len(sizes)
-    z = (np.random.default_rng(0).normal(size=(30, cols)) * 4).astype(dtype)
+    z = (np.random.default_rng(0).normal(size=(rows, cols)) * 4).astype(dtype)
     det = create("mos", {"group_sizes": sizes}).fit(FitData(fc=_dummy_fc(cols)))
     np.testing.assert_allclose(det.score(None, z), [ref_mos(r, sizes) for r in z], rtol=rtol)
 
