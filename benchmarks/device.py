@@ -60,8 +60,9 @@ def checkpoint(model: str, folder: Path) -> Path:
     import timm
 
     path = folder / f"{model}.pth"
-    torch.manual_seed(0)
-    torch.save(timm.create_model(model, pretrained=False).state_dict(), path)
+    if not path.exists():  # the torchrun check reuses the extraction check's file
+        torch.manual_seed(0)
+        torch.save(timm.create_model(model, pretrained=False).state_dict(), path)
     return path
 
 
