@@ -4,8 +4,12 @@ DVC does not follow Python imports, so each stage's code dependencies are comput
 here and written into dvc.yaml (oodbench/pipeline/dvcyaml.py). An import anywhere in a
 module counts, inside functions too (a lazy import is still code the stage may run),
 and so does every package ``__init__.py`` on the way (importing ``a.b.c`` runs
-``a/__init__.py`` and ``a/b/__init__.py``). Only modules of the ``oodbench`` package
-are followed; stage scripts (``stages/*.py``) are entry points, never imported.
+``a/__init__.py`` and ``a/b/__init__.py``). Every import that resolves to a file of the
+project is followed: the ``oodbench`` package of a clone, and the user's own modules (a
+method or model file named in params.yaml and what it imports, absolutely or
+relatively: oodbench/core/usercode.py imports them with the project root first on
+``sys.path``, which is how they are resolved here). Installed libraries are not files of
+the project and are not followed; stage scripts (``stages/*.py``) are entry points.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 from functools import cache
-from pathlib import Path
-
-PACKAGE = "oodbench"
+from pathlib import Path, PurePosixPath
 
 
 def module_path(module: str, root: Path) -> str | None:
-    """``oodbench.a.b`` -> ``oodbench/a/b.py`` (or ``.../b/__init__.py``), None if not a file."""
+    """``a.b.c`` -> ``a/b/c.py`` (or ``a/b/c/__init__.py``) under `root`, None if no file."""
     base = Path(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if (root / candidate).is_file():
@@ -34,22 +36,40 @@ def packages_of(module: str, root: Path) -> list[str]:
     return [p for p in found if p is not None]
 
 
-def direct_imports(path: Path) -> tuple[str, ...]:
-    """The ``oodbench`` modules `path` imports, in any scope."""
-    return _parse_imports(path, path.stat().st_mtime_ns)
+def package_of(relative: str) -> list[str]:
+    """The package a project file belongs to, as parts: ``a/b/c.py`` -> [a, b],
+    ``a/b/__init__.py`` -> [a, b] (what a relative import is resolved against)."""
+    return list(PurePosixPath(relative).parts[:-1])
+
+
+def direct_imports(path: Path, package: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The absolute names of every module `path` imports, in any scope; relative imports
+    are resolved against `package` (the importing file's package, as parts)."""
+    return _parse_imports(path, path.stat().st_mtime_ns, package)
 
 
 @cache
-def _parse_imports(path: Path, mtime_ns: int) -> tuple[str, ...]:  # mtime: edits re-parse
+def _parse_imports(path: Path, mtime_ns: int, package: tuple[str, ...]) -> tuple[str, ...]:
+    # mtime_ns is part of the cache key: an edited file is parsed again
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if node.level - 1 > len(package):
+                    continue  # beyond the top package: Python refuses it too
+                base = list(package[: len(package) - (node.level - 1)])
+                base += node.module.split(".") if node.module else []
+            else:
+                base = node.module.split(".") if node.module else []
+            if not base:
+                continue
+            stem = ".".join(base)
             # `from a.b import c`: c is a module or a name in a.b; both a.b and a.b.c count
-            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-    return tuple(n for n in names if n.split(".")[0] == PACKAGE)
+            names += [stem, *(f"{stem}.{alias.name}" for alias in node.names if alias.name != "*")]
+    return tuple(names)
 
 
 def closure(entries: Iterable[str], root: Path) -> list[str]:
@@ -61,7 +81,8 @@ def closure(entries: Iterable[str], root: Path) -> list[str]:
         if current in seen:
             continue
         seen.add(current)
-        for module in direct_imports(root / current):
+        package = tuple(package_of(current))
+        for module in direct_imports(root / current, package):
             found = module_path(module, root)
             if found is not None:
                 todo += [found, *packages_of(module, root)]

@@ -1,0 +1,95 @@
+"""User code named in params.yaml (``path/file.py:Name``): loading, errors, and the
+project files its imports pull in (the code dependencies of the stages that run it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from oodbench.core.errors import ParamsError
+from oodbench.core.usercode import CodeRef, describe, is_reference, load
+from oodbench.pipeline.closure import closure
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A project with a package of the user's own (relative and absolute imports)."""
+    (tmp_path / "mymethods").mkdir()
+    (tmp_path / "mymethods" / "__init__.py").write_text("")
+    (tmp_path / "mymethods" / "common.py").write_text("SCALE = 2\n")
+    (tmp_path / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    (tmp_path / "mymethods" / "cosine.py").write_text(
+        "from . import common\nimport helpers\nimport numpy\n\n"
+        "class Cosine:\n    scale = common.SCALE\n\n"
+        "def broken():\n    return 1 / 0\n"
+    )
+    yield tmp_path
+    for name in [m for m in sys.modules if m.split(".")[0] in ("mymethods", "helpers")]:
+        del sys.modules[name]
+    if str(tmp_path.resolve()) in sys.path:
+        sys.path.remove(str(tmp_path.resolve()))
+
+
+def test_parse_and_load(project: Path) -> None:
+    ref = CodeRef.parse("mymethods/cosine.py:Cosine", "methods.cos.method")
+    assert (ref.path, ref.name, ref.module) == ("mymethods/cosine.py", "Cosine", "mymethods.cosine")
+    assert load(ref, project, "methods.cos.method").scale == 2
+    assert is_reference("a/b.py:C") and not is_reference("knn")
+
+
+def test_closure_follows_the_users_imports(project: Path) -> None:
+    assert closure(["mymethods/cosine.py"], project) == [
+        "helpers.py",
+        "mymethods/__init__.py",
+        "mymethods/common.py",
+        "mymethods/cosine.py",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ref", "needle"),
+    [
+        ("cosine", "expected 'path/to/file.py:Name'"),
+        ("/abs/x.py:C", "must be a path inside the project"),
+        ("../x.py:C", "must be a path inside the project"),
+        ("my-methods/x.py:C", "'my-methods' is not a Python module name"),
+    ],
+)
+def test_malformed_references_name_the_key(ref: str, needle: str) -> None:
+    with pytest.raises(ParamsError, match=r"methods\.cos\.method") as err:
+        CodeRef.parse(ref, "methods.cos.method")
+    assert needle in str(err.value)
+
+
+def test_missing_file_syntax_error_and_missing_name(project: Path) -> None:
+    where = "methods.cos.method"
+    with pytest.raises(ParamsError, match=r"file nope\.py not found"):
+        load(CodeRef.parse("nope.py:C", where), project, where)
+    (project / "bad.py").write_text("x = 1\ndef f(:\n")
+    with pytest.raises(ParamsError, match=r"^bad\.py:2: syntax error .* methods\.cos\.method"):
+        load(CodeRef.parse("bad.py:f", where), project, where)
+    with pytest.raises(ParamsError, match=r"defines no 'Nope'; it defines Cosine, broken"):
+        load(CodeRef.parse("mymethods/cosine.py:Nope", where), project, where)
+    (project / "raises.py").write_text("import helpers\n\nraise RuntimeError('boom')\n")
+    with pytest.raises(ParamsError, match=r"raises\.py:3: RuntimeError: boom"):
+        load(CodeRef.parse("raises.py:f", where), project, where)
+
+
+def test_describe_names_the_users_line(project: Path) -> None:
+    broken = load(CodeRef.parse("mymethods/cosine.py:broken", "k"), project, "k")
+    with pytest.raises(ZeroDivisionError) as err:
+        broken()
+    assert describe(err.value, project) == (
+        "mymethods/cosine.py:9: ZeroDivisionError: division by zero"
+    )
+
+
+def test_a_module_name_taken_by_an_installed_module_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text("class C: ...\n")
+    try:
+        with pytest.raises(ParamsError, match=r"module name .json. of json\.py is already taken"):
+            load(CodeRef.parse("json.py:C", "k"), tmp_path, "k")
+    finally:
+        sys.path.remove(str(tmp_path.resolve()))
