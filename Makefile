@@ -8,7 +8,12 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint clean-demo
+# pytest-xdist workers (the built workspaces of the end-to-end tests are shared within a
+# worker group: tests/conftest.py); `make test TEST_WORKERS=0` runs in one process
+TEST_WORKERS ?= logical
+PYTEST := python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+.PHONY: setup demo test test-all lint clean-demo
 
 $(BIN)/oodbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +29,11 @@ demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" oodbench report
 
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(PYTEST)
+
+# also the exhaustive sweeps whose representative cases `make test` runs (README)
+test-all: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(PYTEST) -m ""
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +75,99 @@ def make_workspace(dest: Path, edit_params=None) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["oodbench", "pipeline"], dest)
     run(["git", "init", "-q"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], dest)
+    commit(dest, "init")
     return dest
+
+
+def commit(ws: Path, message: str) -> None:
+    run(["git", "add", "-A"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], ws)
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    """A private copy of a built workspace: its git history, DVC cache, lock files and
+    every output, so a test can change it without rebuilding (or restoring) anything."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def assert_untouched(ws: Path) -> None:
+    """A shared workspace is as it was built: nothing git tracks changed, every stage
+    up to date (tests that change a workspace take a copy)."""
+    changed = run(["git", "status", "--porcelain"], ws).stdout
+    assert changed == "", f"a test changed the shared workspace {ws}:\n{changed}"
+    status = run(["dvc", "status"], ws).stdout
+    assert "up to date" in status, (
+        f"a test left stages of the shared workspace {ws} stale:\n{status}"
+    )
+
+
+def claim_build(tmp_path_factory, name: str) -> None:
+    """Fail when another pytest-xdist worker of this run already built workspace `name`:
+    its tests are then not grouped on one worker (WORKSPACE_GROUPS), and each worker
+    would pay for the build."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    try:
+        os.close(os.open(run_dir / f"built-{name}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pytest.fail(
+            f"the {name} workspace was built by two workers: `--dist loadgroup` did not keep "
+            "its tests together (pytest-xdist tags node ids with their xdist_group)"
+        )
 
 
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> Path:
-    """A small demo workspace after one full `dvc repro` (shared by the pipeline tests)."""
+def demo_workspace(tmp_path_factory) -> Iterator[Path]:
+    """A small demo workspace after one full `dvc repro`, committed. Shared by every test
+    that only reads it; a test that changes it takes `demo_copy` instead."""
+    claim_build(tmp_path_factory, "demo")
     dest = make_workspace(tmp_path_factory.mktemp("workspace"))
     run(["dvc", "repro"], dest)
-    return dest
+    commit(dest, "repro")
+    yield dest
+    assert_untouched(dest)
+
+
+@pytest.fixture
+def demo_copy(demo_workspace: Path, tmp_path: Path) -> Path:
+    """A private copy of the built demo workspace, for a test that changes it."""
+    return copy_workspace(demo_workspace, tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def user_project(tmp_path_factory) -> Iterator[Path]:
+    """A user's own benchmark (tests/user_project.py) after one full `dvc repro`,
+    committed; shared like `demo_workspace`, copied by `user_copy`."""
+    from tests.user_project import build_project
+
+    claim_build(tmp_path_factory, "user")
+    dest = build_project(tmp_path_factory.mktemp("user") / "shapes")
+    run(["dvc", "repro"], dest)
+    commit(dest, "repro")
+    yield dest
+    assert_untouched(dest)
+
+
+@pytest.fixture
+def user_copy(user_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the built user project, for a test that changes it."""
+    return copy_workspace(user_project, tmp_path / "shapes")
+
+
+#: the built workspaces; under pytest-xdist (`--dist loadgroup`) every test using one runs
+#: on the same worker, so each is built once per run
+WORKSPACE_GROUPS = {"demo_workspace": "demo", "user_project": "user"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for fixture, group in WORKSPACE_GROUPS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 def feature_dir(directory: Path, features: np.ndarray, labels: list[int], backbone: str) -> Path:

@@ -1,13 +1,14 @@
 """A CLIP backbone through the real pipeline, checked against open_clip's own API.
 
-`dvc repro` of a workspace whose only backbone is a tiny open_clip ViT given by its own
-architecture file (``clip_config:``, no ``clip:`` name: registered under the file's
-stem in every stage process) and random local weights, with ``fc: plp``, on the demo's
-small data: check -> materialize -> extract -> fc -> score (mcm, knn, msp, energy) ->
-evaluate. In this process open_clip alone rebuilds the model from the same two files
+The user project's (tests/user_project.py, built once by the `user_project` fixture)
+backbone `clip` is a tiny open_clip ViT given by its own architecture file
+(``clip_config:``, no ``clip:`` name: registered under the file's stem in every stage
+process) and random local weights, with ``fc: plp``, through check -> materialize ->
+extract -> fc -> score (mcm, knn, msp, energy, ...) -> evaluate. In this process
+open_clip alone rebuilds the model from the same two files
 (``create_model_and_transforms``) and computes, with its own preprocessing, what the
-stored artifacts must hold. Then the rerun rules: new class names, or an edited prompt
-set, rerun fc and score but never extraction.
+stored artifacts must hold. Then the rerun rules, on a copy: new class names, or an
+edited prompt set, rerun fc and score but never extraction.
 
 Tolerances: the pipeline and open_clip run the same float32 weights on the same pixels
 (uint8 pixels normalised as (x - 255 m) / (255 s) here, x / 255 then (. - m) / s in
@@ -30,28 +31,24 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
-from safetensors.torch import save_file
 from scipy.special import softmax
 
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features, read_feature_info
 from oodbench.formats.manifest import read_manifest
 from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT, zero_shot_logits
-from tests.conftest import make_workspace
+from tests.conftest import rewrite_params, run
+from tests.user_project import CLASSES, PARAMS, TINY_CLIP
 
 pytestmark = pytest.mark.slow
 
-ARCH_NAME = "tiny-clip-pipeline"
-ARCH = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 48, "head_width": 24, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+ARCH = TINY_CLIP
+ARCH_NAME = "tiny-clip"
 CONFIG = f"configs/{ARCH_NAME}.json"
 CHECKPOINT = "checkpoints/clip/tiny.safetensors"
-CLASSES = "configs/clip_classes.txt"
-NAMES = ["zero", "one", "two", "three", "four", "five"]  # the demo's ID digits 0-5
+NAMES = list(CLASSES)  # the ID lists' class folders name the PLP prompts
 MCM_PROMPTS = [  # scores.md, written out: the oracle must not import the code under test
     "a photo of a {}.",
     "a blurry photo of a {}.",
@@ -60,7 +57,7 @@ MCM_PROMPTS = [  # scores.md, written out: the oracle must not import the code u
     "a photo of the small {}.",
 ]
 METHODS = ["mcm", "knn", "msp", "energy"]
-ID_TRAIN, ID_VAL, OOD = "digits_id_train", "digits_id_val", ["digits_near", "textures", "photos"]
+ID_TRAIN, ID_VAL, OOD = "shapes_train", "shapes_val", ["noise", "stripes"]
 TOL = 1e-5
 #: open_clip's model, its eval preprocessing and its tokenizer
 Reference = tuple[torch.nn.Module, Callable[[Image.Image], torch.Tensor], Callable]
@@ -87,42 +84,12 @@ def repro(ws: Path) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """The workspace after one full `dvc repro` of the CLIP benchmark."""
-    dest = tmp_path_factory.mktemp("clip_workspace")
-
-    def edit(params: dict) -> None:
-        (dest / CONFIG).write_text(json.dumps(ARCH))
-        (dest / CLASSES).write_text("\n".join(NAMES) + "\n")
-        (dest / CHECKPOINT).parent.mkdir(parents=True)
-        torch.manual_seed(0)
-        # open_clip's own builder, given the config as a dict: the weights it initialises
-        weights = open_clip.model.CLIP(**ARCH).state_dict()
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(dest / CHECKPOINT))
-        params["benchmark"]["backbones"] = ["clip"]
-        params["benchmark"]["methods"] = METHODS
-        params["methods"]["mcm"] = {"temperature": 1.0}
-        params["backbones"]["clip"] = {
-            "clip_config": CONFIG,
-            "checkpoint": CHECKPOINT,
-            "fc": "plp",
-            "classes": CLASSES,
-        }
-
-    make_workspace(dest, edit)
-    ran = repro(dest)
-    assert len(ran["extract"]) == len([ID_TRAIN, ID_VAL, *OOD]) and len(ran["fc"]) == 1, ran
-    assert len(ran["score"]) == len(METHODS) and len(ran["evaluate"]) == 1, ran
-    return dest
-
-
-@pytest.fixture(scope="module")
-def reference(workspace: Path) -> Reference:
+def reference(user_project: Path) -> Reference:
     """open_clip's model, eval preprocessing and tokenizer, built by open_clip from the
-    workspace's architecture file and checkpoint (public API, in this process)."""
-    open_clip.add_model_config(workspace / CONFIG)
+    project's architecture file and checkpoint (public API, in this process)."""
+    open_clip.add_model_config(user_project / CONFIG)
     model, _, preprocess = open_clip.create_model_and_transforms(
-        ARCH_NAME, pretrained=str(workspace / CHECKPOINT)
+        ARCH_NAME, pretrained=str(user_project / CHECKPOINT)
     )
     return model.eval(), preprocess, open_clip.get_tokenizer(ARCH_NAME)
 
@@ -173,8 +140,14 @@ def assert_mcm_is_open_clips(
         np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=dataset)
 
 
-def test_clip_artifacts_are_open_clips_numbers(workspace: Path, reference: Reference) -> None:
-    ws = workspace
+def test_clip_artifacts_are_open_clips_numbers(user_project: Path, reference: Reference) -> None:
+    ws = user_project
+    # the first `dvc repro` ran every stage of the CLIP backbone: their lock entries
+    lock = yaml.safe_load((ws / "pipelines" / "clip" / "dvc.lock").read_text())["stages"]
+    assert {s for s in lock if s.startswith("extract-")} == {
+        f"extract-{d}" for d in [ID_TRAIN, ID_VAL, *OOD]
+    }
+    assert {f"score-{m}" for m in PARAMS["benchmark"]["methods"]} | {"fc", "evaluate"} <= set(lock)
     model, _, _ = reference
     fc = load_fc(ws / "features" / "clip" / "fc.safetensors")
     projection, text = fc.extras[CLIP_PROJECTION], fc.extras[CLIP_TEXT]
@@ -218,32 +191,39 @@ def test_clip_artifacts_are_open_clips_numbers(workspace: Path, reference: Refer
     assert info["feature_dim"] == ARCH["vision_cfg"]["width"] and info["num_classes"] == 0
     assert info["data_config"]["interpolation"] == "bicubic"
     metrics = json.loads((ws / "metrics" / "clip.json").read_text())
-    assert set(metrics["methods"]) == set(METHODS)
+    assert set(metrics["methods"]) == set(PARAMS["benchmark"]["methods"])
     for method in METHODS:
         for dataset in OOD:
             assert 0.0 <= metrics["methods"][method][dataset]["auroc"] <= 1.0, (method, dataset)
 
 
 def test_names_and_prompts_rerun_fc_and_score_not_extraction(
-    workspace: Path, reference: Reference
+    user_copy: Path, reference: Reference
 ) -> None:
-    ws = workspace
-    renamed = [f"digit {name}" for name in NAMES]
-    (ws / CLASSES).write_text("\n".join(renamed) + "\n")
+    """On a copy reduced to the CLIP backbone and four methods: the classes of the ID
+    lists renamed (their classes files) rerun their materialize stages (names only: the
+    manifests keep their bytes), fc and score; an edited prompt set reruns fc and score."""
+    ws = user_copy
+    rewrite_params(ws, lambda p: p["benchmark"].update(backbones=["clip"], methods=METHODS))
+    run(["oodbench", "pipeline"], ws)
+    renamed = [f"shape {name}" for name in NAMES]
+    for split in ("shapes_train", "shapes_val"):
+        listed = ws / "datalists" / f"{split}.classes.txt"
+        assert listed.read_text().split("\n")[: len(NAMES)] == NAMES
+        listed.write_text("\n".join(renamed) + "\n")
     ran = repro(ws)
-    assert "extract" not in ran and "materialize" not in ran, ran
+    assert "extract" not in ran, ran
+    assert ran["materialize"] == {"materialize-shapes_train", "materialize-shapes_val"}, ran
     assert len(ran["fc"]) == 1 and len(ran["score"]) == len(METHODS), ran
+    assert load_fc(ws / "features" / "clip" / "fc.safetensors").class_names == renamed
     assert_mcm_is_open_clips(ws, reference, renamed, MCM_PROMPTS)
 
     module = ws / "oodbench" / "heads" / "clip_text.py"
     original = module.read_text()
     last = '    "a photo of the small {}.",\n)'
     assert original.count(last) == 1
-    try:
-        module.write_text(original.replace(last, last[:-1] + '    "a sketch of a {}.",\n)'))
-        ran = repro(ws)
-        assert "extract" not in ran and "materialize" not in ran, ran
-        assert len(ran["fc"]) == 1 and len(ran["score"]) == len(METHODS), ran
-        assert_mcm_is_open_clips(ws, reference, renamed, [*MCM_PROMPTS, "a sketch of a {}."])
-    finally:
-        module.write_text(original)
+    module.write_text(original.replace(last, last[:-1] + '    "a sketch of a {}.",\n)'))
+    ran = repro(ws)
+    assert "extract" not in ran and "materialize" not in ran, ran
+    assert len(ran["fc"]) == 1 and len(ran["score"]) == len(METHODS), ran
+    assert_mcm_is_open_clips(ws, reference, renamed, [*MCM_PROMPTS, "a sketch of a {}."])

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from oodbench.formats.scores import load_scores
-from tests.conftest import rewrite_params, run, stage_command
+from oodbench.formats.features import read_feature_info
+from tests.conftest import feature_dir, rewrite_params, run, stage_command
 from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
@@ -172,41 +172,73 @@ def test_sigint_during_extraction_resumes(ws: Path, reference: dict[str, bytes])
     assert resumed >= 16, log
 
 
+def done_shards(ws: Path) -> set[str]:
+    """The shards an interrupted extraction finished, kept in its work folder."""
+    return {p.name for p in work_dir(ws).glob("*/done/shard-*.json")}
+
+
 @catalogue(
     "files",
-    "extraction is killed (SIGKILL) at random points, several times",
+    "extraction is killed (SIGKILL) several times, each time after one more shard",
     "each rerun resumes; the final shards are bit-identical to an uninterrupted run",
 )
 def test_sigkill_during_extraction_resumes(ws: Path, reference: dict[str, bytes]) -> None:
     shutil.rmtree(ws / "features/lite0" / DS)
-    rng = random.Random(6)
-    for _ in range(3):
+    for kill in range(1, 4):  # three runs, each killed once it finished one more shard
         proc = start(ws, "extract", "--backbone", "lite0", "--dataset", DS)
-        time.sleep(rng.uniform(1.0, 6.0))
+        deadline = time.monotonic() + 120
+        while len(done_shards(ws)) < kill:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-    finish(ws, reference)
+        # the kill landed mid-work: the process died of it, leaving a partial extraction
+        assert proc.returncode == -signal.SIGKILL, proc.returncode
+        assert kill <= len(done_shards(ws)) < 5
+        assert not (ws / "features/lite0" / DS).exists()
+    log = finish(ws, reference)
+    assert int(log.rsplit(", ", 1)[-1].split()[0]) >= 3 * 8  # rows from finished shards
 
 
 @catalogue(
     "files",
-    "Ctrl-C (SIGINT) arrives during scoring",
-    "the scores file is either the old one or a complete new one, never partial; no temp file; the rerun gives identical scores",
+    "Ctrl-C (SIGINT) arrives during scoring, after the first dataset",
+    "exit 130; the scores file is the old one, never partial, and no temp file is left; the "
+    "datasets already scored are kept and the rerun scores only the rest, identically",
 )
-def test_sigint_during_scoring(ws: Path) -> None:
-    path = ws / "scores/lite0/react.parquet"
-    original = load_scores(path)
-    rng = random.Random(3)
-    for _ in range(3):
-        proc = start(ws, "score", "--backbone", "lite0", "--method", "react")
-        time.sleep(rng.uniform(0.2, 3.0))
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=60)
-        assert proc.returncode in (0, 130, -signal.SIGINT), proc.returncode
-        scores = load_scores(path)
-        assert scores.keys() == original.keys()
-        assert all((scores[k] == original[k]).all() for k in original)
-        assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
-    run(stage_command("score", "--backbone", "lite0", "--method", "react"), ws)
-    again = load_scores(path)
-    assert all((again[k] == original[k]).all() for k in original)
+def test_sigint_during_scoring(ws: Path, tmp_path: Path) -> None:
+    """Mahalanobis on an OOD set of 8,000 rows: a second of float64 GEMMs after the ID val
+    set's scores are stored, so the signal, sent once they are, lands mid-work."""
+    work = tmp_path / "ws"
+    shutil.copytree(ws, work, ignore=shutil.ignore_patterns(".work"))
+    rewrite_params(work, lambda p: p["benchmark"].update(methods=["mahalanobis"]))
+    run(["oodbench", "pipeline"], work)
+    run(stage_command("check"), work)
+    near = work / "features/lite0/digits_near"
+    dim = read_feature_info(near)["feature_dim"]
+    rows = np.maximum(np.random.default_rng(0).standard_normal((8_000, dim), np.float32), 0)
+    shutil.rmtree(near)
+    feature_dir(near, rows, [-1] * len(rows), "lite0")
+    score = stage_command("score", "--backbone", "lite0", "--method", "mahalanobis")
+    run(score, work)  # the uninterrupted scores of these sets
+    path = work / "scores/lite0/mahalanobis.parquet"
+    complete = path.read_bytes()
+    cache = work / "scores/.cache/lite0/mahalanobis"
+    shutil.rmtree(cache)  # score every set again: ID val first, then the OOD sets in order
+
+    proc = start(work, "score", "--backbone", "lite0", "--method", "mahalanobis")
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("digits_id_val-*.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    # it landed mid-work: the process stopped on it, with one set of four stored
+    assert proc.returncode == 130, stderr
+    assert "interrupted: finished outputs are kept" in stderr
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["digits_id_val"]
+    assert path.read_bytes() == complete  # the old scores, untouched
+    assert [p.name for p in work.joinpath("scores").rglob("*") if ".tmp" in p.name] == []
+    rerun = run(score, work)
+    assert "1 sets from cache, 3 scored" in rerun.stdout
+    assert path.read_bytes() == complete

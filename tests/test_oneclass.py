@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from oodbench.core.errors import DataError, ParamsError
 from oodbench.data.oneclass import one_class_of, restrict, split_id_val
 from oodbench.formats.features import FeatureSet
-from tests.conftest import run
+from tests.conftest import rewrite_params, run
 
 
 def test_one_class_of_validates_the_key():
@@ -55,44 +54,43 @@ def test_split_id_val_joins_labels_on_the_index():
 
 
 @pytest.mark.slow
-def test_one_class_repro(demo_workspace):
-    """ID = digit 2; the other five ID digits become OOD sets; detectors fit on class 2."""
-    params_path = demo_workspace / "params.yaml"
-    original_params = params_path.read_text()
-    try:
-        params = yaml.safe_load(original_params)
+def test_one_class_repro(demo_copy):
+    """ID = digit 2; the other five ID digits become OOD sets; detectors fit on class 2.
+    knn_openood (k=50) and nnguide (k=100) exceed class 2's six train rows and still run."""
+
+    def one_class(params):
         params["benchmark"]["one_class"] = 2
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        # the check stage resolves one_class into the scoring and evaluate specs
-        ran = run(["dvc", "repro"], demo_workspace).stdout
-        assert "Running stage 'pipelines/lite0/dvc.yaml:extract" not in ran
-        assert "Running stage 'pipelines/lite0/dvc.yaml:fc'" not in ran
-        report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
-        assert report["id"]["one_class"] == 2 and report["id"]["n"] == 4
-        classes = [f"class_{c}" for c in (0, 1, 3, 4, 5)]
-        assert list(report["ood"]) == [*classes, "digits_near", "textures", "photos"]
-        for name in classes:
-            assert report["ood"][name]["n"] == 4
-        msp = report["methods"]["msp"]
-        assert set(msp) == {*classes, "digits_near", "textures", "photos", "mean", "near", "far"}
-        # react's clip is the 0.99 quantile of the class-2 train rows only
-        from scipy.special import logsumexp
+        params["benchmark"]["methods"] += ["knn_openood", "nnguide"]
 
-        from oodbench.formats.classifier import load_fc
-        from oodbench.formats.features import load_features
-        from oodbench.methods.shared.clipping import clip_threshold, clipped_logits
+    rewrite_params(demo_copy, one_class)
+    run(["oodbench", "pipeline"], demo_copy)
+    # the check stage resolves one_class into the scoring and evaluate specs
+    ran = run(["dvc", "repro"], demo_copy).stdout
+    assert "Running stage 'pipelines/lite0/dvc.yaml:extract" not in ran
+    assert "Running stage 'pipelines/lite0/dvc.yaml:fc'" not in ran
+    report = json.loads((demo_copy / "metrics" / "lite0.json").read_text())
+    assert report["id"]["one_class"] == 2 and report["id"]["n"] == 4
+    classes = [f"class_{c}" for c in (0, 1, 3, 4, 5)]
+    assert list(report["ood"]) == [*classes, "digits_near", "textures", "photos"]
+    for name in classes:
+        assert report["ood"][name]["n"] == 4
+    msp = report["methods"]["msp"]
+    assert set(msp) == {*classes, "digits_near", "textures", "photos", "mean", "near", "far"}
+    assert {"knn_openood", "nnguide"} <= set(report["methods"])
+    # react's clip is the 0.99 quantile of the class-2 train rows only
+    from scipy.special import logsumexp
 
-        feats = demo_workspace / "features" / "lite0"
-        train = load_features(feats / "digits_id_train")
-        val = load_features(feats / "digits_id_val")
-        fc = load_fc(feats / "fc.safetensors")
-        clip = clip_threshold(train.features[train.labels == 2], 0.99)
-        assert clip != clip_threshold(train.features, 0.99)
-        expected = logsumexp(clipped_logits(val.features, clip, fc.weight, fc.bias), axis=1)
-        scores = pd.read_parquet(demo_workspace / "scores" / "lite0" / "react.parquet")
-        got = scores[scores["dataset"] == "digits_id_val"]["score"].to_numpy()
-        np.testing.assert_allclose(got, expected, rtol=1e-5)  # every val row is scored
-    finally:
-        params_path.write_text(original_params)
-        run(["dvc", "repro"], demo_workspace)
-        run(["dvc", "repro"], demo_workspace)
+    from oodbench.formats.classifier import load_fc
+    from oodbench.formats.features import load_features
+    from oodbench.methods.shared.clipping import clip_threshold, clipped_logits
+
+    feats = demo_copy / "features" / "lite0"
+    train = load_features(feats / "digits_id_train")
+    val = load_features(feats / "digits_id_val")
+    fc = load_fc(feats / "fc.safetensors")
+    clip = clip_threshold(train.features[train.labels == 2], 0.99)
+    assert clip != clip_threshold(train.features, 0.99)
+    expected = logsumexp(clipped_logits(val.features, clip, fc.weight, fc.bias), axis=1)
+    scores = pd.read_parquet(demo_copy / "scores" / "lite0" / "react.parquet")
+    got = scores[scores["dataset"] == "digits_id_val"]["score"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)  # every val row is scored

@@ -7,10 +7,9 @@ import re
 
 import numpy as np
 import pytest
-import yaml
 
 from oodbench.results.metrics import METRIC_NAMES
-from tests.conftest import run
+from tests.conftest import rewrite_params, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,23 +39,15 @@ def test_second_repro_reruns_nothing(demo_workspace):
     assert stale_stages(demo_workspace) == set()
 
 
-def test_method_param_change_reruns_only_its_score_and_evaluate(demo_workspace):
-    params_path = demo_workspace / "params.yaml"
-    original = params_path.read_text()
-    try:
-        params = yaml.safe_load(original)
-        params["methods"]["energy"]["temperature"] = 2.0
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        # only the check stage reads params.yaml; it rewrites the one spec that changed
-        # (build/specs/methods/energy.json), so the energy stages rerun and nothing else
-        assert stale_stages(demo_workspace) == {"check"}
-        out = run(["dvc", "repro"], demo_workspace).stdout
-        ran = set(re.findall(r"Running stage '([^']+)'", out))
-        lite0 = "pipelines/lite0/dvc.yaml"
-        assert ran == {"check", f"{lite0}:score-energy", f"{lite0}:evaluate", "leaderboard"}
-    finally:
-        params_path.write_text(original)
-        run(["dvc", "repro"], demo_workspace)
+def test_method_param_change_reruns_only_its_score_and_evaluate(demo_copy):
+    rewrite_params(demo_copy, lambda p: p["methods"]["energy"].update(temperature=2.0))
+    # only the check stage reads params.yaml; it rewrites the one spec that changed
+    # (build/specs/methods/energy.json), so the energy stages rerun and nothing else
+    assert stale_stages(demo_copy) == {"check"}
+    out = run(["dvc", "repro"], demo_copy).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    lite0 = "pipelines/lite0/dvc.yaml"
+    assert ran == {"check", f"{lite0}:score-energy", f"{lite0}:evaluate", "leaderboard"}
 
 
 def test_scores_match_a_direct_computation(demo_workspace):
@@ -88,7 +79,7 @@ def ran_stages(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_workspace):
+def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_copy):
     """datalists/digits_id_val.classes.txt swaps the names of labels 0 and 1: the probe's
     class "1" is list label 0. Materialize records the names, score and evaluate rerun,
     extraction and the probe do not, and accuracy equals a loop mapping by name."""
@@ -96,37 +87,36 @@ def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_wor
     from oodbench.formats.features import load_features
 
     names = ["1", "0", "2", "3", "4", "5"]
-    classes = demo_workspace / "datalists" / "digits_id_val.classes.txt"
+    classes = demo_copy / "datalists" / "digits_id_val.classes.txt"
     classes.write_text("\n".join(names) + "\n")
-    try:
-        # a new classes file is a new dependency: without `oodbench pipeline` the check
-        # stage stops the run, naming the stage whose dependencies changed
-        stopped = run(["dvc", "repro"], demo_workspace, check=False)
-        assert stopped.returncode != 0
-        assert "dvc.yaml: out of date" in stopped.stderr + stopped.stdout
-        assert "materialize-digits_id_val" in stopped.stderr + stopped.stdout
-        run(["oodbench", "pipeline"], demo_workspace)
-        ran = ran_stages(run(["dvc", "repro"], demo_workspace).stdout)
-        methods = ("msp", "energy", "react", "maxlogit")
-        lite0 = "pipelines/lite0/dvc.yaml"
-        assert ran == (
-            {"check", "materialize-digits_id_val", "leaderboard"}
-            | {f"{lite0}:score-{m}" for m in methods}
-            | {f"{lite0}:evaluate"}
-        )
-        report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
-        features = demo_workspace / "features" / "lite0"
-        val = load_features(features / "digits_id_val")
-        fc = load_fc(features / "fc.safetensors")
-        hits = 0
-        for row, label in zip(val.features, val.labels, strict=True):
-            z = row @ fc.weight.T + fc.bias
-            hits += int(fc.class_names[int(np.argmax(z))] == names[label])
-        assert report["id"]["accuracy"] == pytest.approx(hits / len(val), abs=1e-12)
-        assert report["id"]["accuracy_n"] == len(val)
-    finally:
-        classes.unlink()
-        run(["oodbench", "pipeline"], demo_workspace)
-        run(["dvc", "repro"], demo_workspace)
-    report = json.loads((demo_workspace / "metrics" / "lite0.json").read_text())
+    # a new classes file is a new dependency: without `oodbench pipeline` the check
+    # stage stops the run, naming the stage whose dependencies changed
+    stopped = run(["dvc", "repro"], demo_copy, check=False)
+    assert stopped.returncode != 0
+    assert "dvc.yaml: out of date" in stopped.stderr + stopped.stdout
+    assert "materialize-digits_id_val" in stopped.stderr + stopped.stdout
+    run(["oodbench", "pipeline"], demo_copy)
+    ran = ran_stages(run(["dvc", "repro"], demo_copy).stdout)
+    methods = ("msp", "energy", "react", "maxlogit")
+    lite0 = "pipelines/lite0/dvc.yaml"
+    assert ran == (
+        {"check", "materialize-digits_id_val", "leaderboard"}
+        | {f"{lite0}:score-{m}" for m in methods}
+        | {f"{lite0}:evaluate"}
+    )
+    report = json.loads((demo_copy / "metrics" / "lite0.json").read_text())
+    features = demo_copy / "features" / "lite0"
+    val = load_features(features / "digits_id_val")
+    fc = load_fc(features / "fc.safetensors")
+    hits = 0
+    for row, label in zip(val.features, val.labels, strict=True):
+        z = row @ fc.weight.T + fc.bias
+        hits += int(fc.class_names[int(np.argmax(z))] == names[label])
+    assert report["id"]["accuracy"] == pytest.approx(hits / len(val), abs=1e-12)
+    assert report["id"]["accuracy_n"] == len(val)
+    # without the file, accuracy is by label index again
+    classes.unlink()
+    run(["oodbench", "pipeline"], demo_copy)
+    run(["dvc", "repro"], demo_copy)
+    report = json.loads((demo_copy / "metrics" / "lite0.json").read_text())
     assert "accuracy_n" not in report["id"]

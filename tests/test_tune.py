@@ -16,7 +16,7 @@ from oodbench.methods.react import ReAct
 from oodbench.results import tune as T
 from oodbench.results.metrics import auroc
 from oodbench.results.tune import grid_points, render, search, split_rows, write_choice
-from tests.conftest import run
+from tests.conftest import rewrite_params, run
 from tests.faults_catalogue import catalogue
 
 PARAMS = """\
@@ -236,32 +236,27 @@ def test_write_choice_keeps_comments_and_block_style(tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_react_on_a_held_out_ood_set(demo_workspace):
-    """textures is dropped from the test sets and used for tuning only."""
-    path = demo_workspace / "params.yaml"
-    original = path.read_text()
-    try:
-        params = yaml.safe_load(original)
-        params["benchmark"]["ood"] = ["digits_near", "photos"]
-        path.write_text(yaml.safe_dump(params, sort_keys=False))
-        refused = run(
-            ["oodbench", "tune", "lite0", "react", "--ood", "photos"], demo_workspace, check=False
-        )
-        assert refused.returncode == 2 and "is a test set" in refused.stderr
-        out = run(
-            ["oodbench", "tune", "lite0", "react", "--ood", "textures"], demo_workspace
-        ).stdout
-        assert "4 grid points in" in out and "  current: quantile=" in out
-        chosen = yaml.safe_load(path.read_text())["methods"]["react"]
-        if "<- best" in out:  # a point beat the current setting and was written
-            assert chosen["quantile"] in (0.85, 0.9, 0.95, 0.99)
-            assert "wrote methods.react:" in out
-        else:
-            assert "methods.react is kept as it is" in out
-            assert chosen == yaml.safe_load(original)["methods"]["react"]
-        skipped = run(
-            ["oodbench", "tune", "lite0", "knn", "--ood", "textures", "--no-write"], demo_workspace
-        ).stdout
-        assert "skipped (methods.knn.k: 1000 neighbours" in skipped
-    finally:
-        path.write_text(original)
+def test_tune_react_on_a_held_out_ood_set(demo_copy):
+    """textures is dropped from the test sets and used for tuning only. On the seeded
+    small demo a grid point beats the current setting (0.99), and exactly that point is
+    written back."""
+    path = demo_copy / "params.yaml"
+    rewrite_params(demo_copy, lambda p: p["benchmark"].update(ood=["digits_near", "photos"]))
+    refused = run(["oodbench", "tune", "lite0", "react", "--ood", "photos"], demo_copy, check=False)
+    assert refused.returncode == 2 and "is a test set" in refused.stderr
+    out = run(["oodbench", "tune", "lite0", "react", "--ood", "textures"], demo_copy).stdout
+    assert "4 grid points in" in out
+    current = float(re.search(r"^  current: quantile=\S+ +(\S+)$", out, flags=re.M).group(1))
+    points = {
+        float(q): float(a)
+        for q, a in re.findall(r"^  quantile=(\S+) +(\S+)(?:  <- best)?$", out, flags=re.M)
+    }
+    assert set(points) == {0.85, 0.9, 0.95, 0.99}
+    (best,) = re.findall(r"^  quantile=(\S+) +\S+  <- best$", out, flags=re.M)
+    assert points[float(best)] == max(points.values()) > current
+    assert yaml.safe_load(path.read_text())["methods"]["react"]["quantile"] == float(best)
+    assert f"wrote methods.react: {{'quantile': {best}}} to params.yaml" in out
+    skipped = run(
+        ["oodbench", "tune", "lite0", "knn", "--ood", "textures", "--no-write"], demo_copy
+    ).stdout
+    assert "skipped (methods.knn.k: 1000 neighbours" in skipped

@@ -182,7 +182,8 @@ PARAMS = {
                 "fc": "head"},
         "vt": {"timm": "vit_tiny_patch16_224", "num_classes": 0,
                "checkpoint": "checkpoints/vt/vt.safetensors", "fc": "probe"},
-        "clip": {"clip": "tiny-clip", "clip_config": "configs/tiny-clip.json",
+        # no `clip:` name: the architecture file registers the model under its stem
+        "clip": {"clip_config": "configs/tiny-clip.json",
                  "checkpoint": "checkpoints/clip/tiny.safetensors", "fc": "plp"},
     },
     "extract": {"batch_size": 16, "num_workers": 0, "precision": "fp32", "shard_rows": 64},

@@ -336,7 +336,8 @@ def _extract_shards(
     loader = DataLoader(
         ImageFiles(root, rows["path"].tolist(), bb.pixels, jpeg_pixels(bb, cfg)),
         batch_sampler=batches,
-        num_workers=cfg.num_workers,
+        # one batch leaves nothing to decode ahead: a worker would only add its start-up
+        num_workers=cfg.num_workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda",
     )
     head = model_head(bb.model)
