@@ -54,7 +54,7 @@ TORCHVISION_MODELS = (
     "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2",
     "wide_resnet50_2",
 )  # fmt: skip
-_ATTRIBUTE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+_ATTRIBUTE_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 #: keys that describe a model run on images: meaningless for imported features
 IMAGE_KEYS = ("checkpoint", "converter", "preprocess", "reference_size", "num_classes", "head")
 

@@ -190,6 +190,13 @@ class ProtocolModel(nn.Module):
             feature, logits = self.features_and_logits(torch.zeros(1, 3, size, size))
         self.num_features = int(feature.shape[1])
         self.num_classes = 0 if logits is None else int(logits.shape[1])
+        if protocol == "plain" and self.get_classifier().out_features != self.num_classes:
+            raise ParamsError(
+                f"params.yaml: {where}.head: the nn.Linear {self.head_name!r} has "
+                f"{self.get_classifier().out_features} outputs, the model's logits "
+                f"{self.num_classes}; name the final nn.Linear (its linear layers: "
+                f"{linear_names(model)})"
+            )
         if protocol == "openood":
             shape = tuple(self.get_classifier().weight.shape)
             if shape != (self.num_classes, self.num_features):
