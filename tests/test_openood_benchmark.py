@@ -23,6 +23,7 @@ from oodbench.formats.features import load_features
 from oodbench.formats.manifest import read_manifest
 from oodbench.results import fsood
 from oodbench.results.openood_table import render
+from tests.faults_catalogue import catalogue
 from tests.user_project import run
 
 
@@ -112,6 +113,11 @@ def test_init_openood_other_benchmarks(tmp_path: Path, bench: str) -> None:
     assert set(datalists) == set(params["datasets"])
 
 
+@catalogue(
+    "datalist",
+    "`oodbench init openood` is given a folder without the benchmark's required imglists",
+    "one line naming the folder and every missing list; optional lists (csid, validation) are left out with a note",
+)
 def test_init_openood_missing_lists(tmp_path: Path) -> None:
     imglists(tmp_path, "cifar10", skip=("test_tin.txt", "test_svhn.txt"))
     with pytest.raises(
@@ -228,6 +234,11 @@ def test_every_format_imports_the_same_rows(tmp_path: Path, manifest: Path) -> N
     assert again == 4
 
 
+@catalogue(
+    "files",
+    "imported features are wider or narrower than the imported classifier, have another row count than the datalist, or are a pickle that names code",
+    "the `import-<ds>` stage refuses them naming the file, both widths or counts (or the refused global); nothing is written",
+)
 def test_imported_features_that_do_not_fit(tmp_path: Path, manifest: Path) -> None:
     np.save(tmp_path / "wide.npy", np.ones((4, 7), np.float32))
     np.save(tmp_path / "short.npy", np.ones((3, 6), np.float32))
@@ -253,6 +264,11 @@ def test_imported_features_that_do_not_fit(tmp_path: Path, manifest: Path) -> No
         imported.read_fc(tmp_path / "nobias.npz")
 
 
+@catalogue(
+    "files",
+    "an imported backbone's folder lacks a dataset's features, has two files for one, or has no classifier for `fc: head`",
+    "the check stage names `backbones.<bb>.imported`, the folder and the file names it expects",
+)
 def test_the_check_stage_names_a_missing_imported_file(tmp_path: Path) -> None:
     folder = tmp_path / "imp"
     folder.mkdir()

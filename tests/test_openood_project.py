@@ -18,6 +18,7 @@ import torch
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
 from tests.conftest import rewrite_params
+from tests.faults_catalogue import catalogue
 from tests.openood_project import OOD, build_openood_project, own_features
 from tests.user_project import run
 
@@ -155,6 +156,11 @@ def test_the_model_file_is_a_dependency_of_its_backbones_stages_only(built) -> N
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
+@catalogue(
+    "files",
+    "`dvc repro` runs with a `model:` whose class is not in the user's file",
+    "the extract stage stops with one line naming `backbones.<bb>.model`, the file and what it defines; every metrics file stays as it was",
+)
 def test_a_missing_factory_stops_the_run_and_keeps_the_metrics(built) -> None:
     project, _, _ = built
     kept = {p: p.read_bytes() for p in (project / "metrics").iterdir()}

@@ -19,6 +19,7 @@ from oodbench.models import backbones as B
 from oodbench.models import kinds, presets
 from oodbench.models.extract import check_head
 from oodbench.models.transforms import build_transform
+from tests.faults_catalogue import catalogue
 from tests.openood_project import CIFAR10, write_model_code
 
 USER_PACKAGES = ("mynets", "netfile")
@@ -195,6 +196,11 @@ def test_a_plain_model_with_its_final_linear_named(project: Path) -> None:
         B.load_backbone("p", spec("netfile/plain.py:make", head="4"))
 
 
+@catalogue(
+    "params",
+    "a backbone's `model: path/file.py:Name` names nothing in the file, something not callable, a factory that raises or returns no nn.Module, a model that follows none of the protocols, or a `head:` that is not its final nn.Linear",
+    "one line naming `backbones.<bb>.model` (or `.head`) and the file, with `file.py:LINE` of an exception, the methods a protocol lacks, or the model's linear layers; raised where the model is built (extract, fc), the check stage imports no user code",
+)
 @pytest.mark.parametrize(
     ("block", "message"),
     [
@@ -247,6 +253,11 @@ def test_a_bad_user_model_is_one_line(project: Path, block: dict, message: str) 
     assert "\n" not in str(caught.value)
 
 
+@catalogue(
+    "params",
+    "a model's `get_fc()` (or its `head:` layer) does not reproduce the logits its forward returns",
+    "extraction stops at the first batch: one line with the difference, naming the backbone and where W, b came from",
+)
 def test_get_fc_disagreeing_with_the_logits_stops_extraction(project: Path) -> None:
     write_file(project, "plain.py", PLAIN)
     bb = B.load_backbone("u", spec("netfile/plain.py:WrongFc"))
@@ -261,6 +272,11 @@ def test_get_fc_disagreeing_with_the_logits_stops_extraction(project: Path) -> N
         )  # fmt: skip
 
 
+@catalogue(
+    "params",
+    "a checkpoint's tensor names do not fit the model (OpenOOD's CIFAR ResNet-18 `shortcut` keys into torchvision's `downsample`)",
+    "one line naming `backbones.<bb>.checkpoint`, the counts and first keys missing from the checkpoint and not in the model, and what to check for that kind",
+)
 def test_checkpoint_keys_that_do_not_match_name_both_sides(project: Path, tmp_path: Path) -> None:
     """OpenOOD's CIFAR checkpoint (``shortcut`` projections) into torchvision's ResNet-18
     (``downsample``): the issue's first attempt, now one line naming keys on both sides."""
@@ -436,6 +452,11 @@ def test_validation_imports_neither_torch_nor_the_users_file(tmp_path: Path) -> 
 GOOD = {"resize": 256, "crop": 224, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
+@catalogue(
+    "params",
+    "a `preprocess:` mapping lacks a key, has one of the wrong type or an unknown one, or crops beyond its resize",
+    "the check stage refuses it naming `backbones.<bb>.preprocess.<key>` and the expected form",
+)
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -465,6 +486,11 @@ def test_the_mapping_works_for_timm_and_is_canonical() -> None:
     assert B.validate_spec("m", {"timm": "resnet18"})["preprocess"] == "timm"
 
 
+@catalogue(
+    "params",
+    "a backbone names two model kinds, an unknown torchvision or OpenOOD network, a malformed `model:` reference, no preprocess mapping for a built model, or image keys on imported features",
+    "the check stage refuses it in one line naming the key, without importing the user's file",
+)
 @pytest.mark.parametrize(
     ("block", "message"),
     [
