@@ -480,10 +480,19 @@ def test_a_bad_preprocess_mapping_names_its_key(change: dict, message: str) -> N
         B.validate_spec("m", {"timm": "resnet18", "preprocess": mapping})
 
 
-def test_the_mapping_works_for_timm_and_is_canonical() -> None:
+def test_the_mapping_works_for_timm_and_is_canonical(tmp_path: Path) -> None:
     out = B.validate_spec("m", {"timm": "resnet18", "preprocess": GOOD})
     assert out["preprocess"] == {**GOOD, "interpolation": "bilinear"}  # the default written out
     assert B.validate_spec("m", {"timm": "resnet18"})["preprocess"] == "timm"
+    import timm
+
+    torch.save(timm.create_model("resnet10t", num_classes=3).state_dict(), tmp_path / "w.pth")
+    block = {"timm": "resnet10t", "num_classes": 3, "checkpoint": str(tmp_path / "w.pth")}
+    bb = B.load_backbone("m", {**block, "preprocess": {**GOOD, "resize": [240, 260]}})
+    assert bb.info["data_config"]["input_size"] == [3, 224, 224]
+    image = Image.fromarray(np.zeros((100, 300, 3), np.uint8))
+    assert tuple(bb.pixels(image).shape) == (3, 224, 224)  # [h, w] resize, then the crop
+    assert B.load_backbone("m", block).info["data_config"]["crop_pct"] == 0.875  # timm's own
 
 
 @catalogue(
@@ -534,3 +543,22 @@ def test_an_imported_block_has_no_model(tmp_path: Path) -> None:
     assert out["imported"] == "imp/x" and out["preprocess"] is None and out["fc"] == "head"
     with pytest.raises(ParamsError, match=r"backbones\.b\.imported: features imported from imp/x"):
         B.load_backbone("b", {"imported": "imp/x"})
+
+
+def test_the_torchvision_decoder_follows_the_mapping(tmp_path: Path) -> None:
+    """extract.decoder: torchvision takes the mapping's resize and crop: its pixels agree
+    with the PIL path's within a few grey levels (as for timm configs)."""
+    from oodbench.models.decode import JpegPixels, read_jpeg
+
+    mapping = presets.PRESETS["openood_imagenet"].preprocess
+    pixels, _, desc = build_transform(None, mapping)
+    jpeg = JpegPixels.from_data_config(desc, "backbones.b")
+    assert (jpeg.resize, jpeg.crop) == ((256,), (224, 224))
+    rng = np.random.default_rng(1)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), 10, 0), 10, 1)
+    Image.fromarray(smooth).save(tmp_path / "x.jpg", quality=95)
+    fast = read_jpeg(tmp_path / "x.jpg", jpeg)
+    with Image.open(tmp_path / "x.jpg") as image:
+        slow = pixels(image)
+    assert fast.shape == slow.shape == (3, 224, 224)
+    assert float((fast.float() - slow.float()).abs().mean()) < 1.0
