@@ -296,3 +296,39 @@ def test_the_check_stage_names_a_missing_imported_file(tmp_path: Path) -> None:
     )
     assert imported.fc_source("imp", tmp_path) == "imp/fc.safetensors"
     assert load_fc(folder / "fc.safetensors").num_classes == 2
+
+
+def test_the_check_stage_on_csid_sets_and_imported_backbones(tmp_path: Path) -> None:
+    """The check stage accepts group csid beside near/far, refuses a benchmark of csid
+    sets only or csid with one_class, and checks an imported folder file by file."""
+    from oodbench.pipeline.check import validate
+
+    folder = tmp_path / "imp"
+    folder.mkdir()
+    for name in ("tr", "va", "mn", "c10c"):
+        np.save(folder / f"{name}.npy", np.ones((2, 3), np.float32))
+    np.savez(folder / "fc.npz", weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32))
+    groups = {"tr": "id", "va": "id", "mn": "far", "c10c": "csid"}
+    params = {
+        "benchmark": {"backbones": ["imp"], "methods": ["msp"], "id_train": "tr", "id_val": "va",
+                      "ood": ["mn", "c10c"]},
+        "datasets": {name: {"root": "nowhere", "group": g} for name, g in groups.items()},
+        "backbones": {"imp": {"imported": "imp"}},
+        "methods": {"msp": {}},
+    }  # fmt: skip
+    assert validate(params, tmp_path).ood == ["mn", "c10c"]
+    params["benchmark"]["one_class"] = 0
+    with pytest.raises(
+        ParamsError, match=r"benchmark\.one_class: .* remove the csid sets \(c10c\)"
+    ):
+        validate(params, tmp_path)
+    del params["benchmark"]["one_class"]
+    params["benchmark"]["ood"] = ["c10c"]
+    with pytest.raises(ParamsError, match=r"benchmark\.ood lists only csid sets"):
+        validate(params, tmp_path)
+    params["benchmark"]["ood"] = ["mn"]
+    (folder / "mn.npy").unlink()
+    with pytest.raises(
+        ParamsError, match=r"backbones\.imp\.imported: no features for dataset 'mn'"
+    ):
+        validate(params, tmp_path)

@@ -80,6 +80,17 @@ def check_datasets(params: dict[str, Any], bench: Benchmark) -> None:
                 f"params.yaml: datasets.{name}.group: must be near or far for an OOD set (or "
                 f"csid for covariate-shifted ID, counted as ID in the fsood metrics), got {group!r}"
             )
+    csid = [n for n in bench.ood if (datasets[n] or {}).get("group") == "csid"]
+    if csid and len(csid) == len(bench.ood):
+        raise ParamsError(
+            "params.yaml: benchmark.ood lists only csid sets (covariate-shifted ID); add at "
+            "least one near or far OOD set"
+        )
+    if csid and (params.get("benchmark") or {}).get("one_class") is not None:
+        raise ParamsError(
+            f"params.yaml: benchmark.one_class: the one-class benchmark has no full-spectrum "
+            f"metrics; remove the csid sets ({', '.join(csid)}) from benchmark.ood"
+        )
     if bench.tune_ood is not None:
         if bench.tune_ood not in datasets:
             raise ParamsError(f"params.yaml: benchmark.tune_ood: no datasets.{bench.tune_ood}")
