@@ -216,8 +216,9 @@ def edit_params(project: Path) -> None:
         "preprocess": CIFAR10,
     }
     params["backbones"]["imported"] = {"imported": "imported/own"}
-    # the preset's features equal own's (the test checks): one method shows it runs
-    params["backbones"]["resnet18"]["methods"] = ["msp"]
+    # the preset's features equal own's (the test checks): two methods show it runs (one
+    # fitted on ID train, so that every extraction of the backbone is used)
+    params["backbones"]["resnet18"]["methods"] = ["msp", "knn"]
     params["extract"] = {"batch_size": 8, "num_workers": 0, "shard_rows": 16}
     params["methods"]["vim"] = {"dim": 8}  # D = 512 features, 20 train rows
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

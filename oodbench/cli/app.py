@@ -235,8 +235,9 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option(help="replace an existing params.yaml and lists")] = False,
 ) -> None:
-    """`init openood BENCHMARK --data FOLDER [DIR]`: OpenOOD v1.5's benchmark as released
-    (datalists, datasets, near/far/csid sets, the backbone preset of its checkpoint)."""
+    """`init openood BENCHMARK --data FOLDER DIR`: OpenOOD v1.5's benchmark as released
+    (datalists, datasets, near/far/csid sets, the backbone preset of its checkpoint) in
+    DIR (default: here)."""
     if what != "openood":
         raise OodbenchError(
             f"oodbench init {what}: only `oodbench init openood BENCHMARK --data FOLDER [DIR]` "
