@@ -84,6 +84,11 @@ class ReportFormat(str, Enum):
     csv = "csv"
 
 
+class ReportLayout(str, Enum):
+    sets = "sets"
+    openood = "openood"
+
+
 @app.command()
 def report(
     metrics_dir: Annotated[
@@ -105,11 +110,20 @@ def report(
     png: Annotated[
         Path | None, typer.Option(help="also write a heatmap summary figure to this PNG")
     ] = None,
+    layout: Annotated[
+        ReportLayout,
+        typer.Option(
+            help="sets: methods x OOD sets for --metric; openood: OpenOOD v1.5's table (near/far "
+            "AUROC, FPR@95, ID ACC; full-spectrum too with csid sets)"
+        ),
+    ] = ReportLayout.sets,
 ) -> None:
     """Print the metrics as a leaderboard (methods x OOD sets, per backbone)."""
     from oodbench.results import report
 
-    all_metrics = report.main(metrics_dir, metric, format.value, comma_list(backbones))
+    all_metrics = report.main(
+        metrics_dir, metric, format.value, comma_list(backbones), layout.value
+    )
     if png is not None:
         from oodbench.results.figure import write_png
 
@@ -195,6 +209,61 @@ def tune(
     if write and result.best is not None:
         search.write_choice(paths.PARAMS, method, result.best)
         typer.echo(f"wrote methods.{method}: {result.best} to params.yaml; run `dvc repro`")
+
+
+@app.command()
+def init(
+    what: Annotated[
+        str,
+        typer.Argument(help="openood: one of OpenOOD v1.5's benchmarks (else a project folder)"),
+    ],
+    rest: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="after openood: BENCHMARK (cifar10, cifar100, imagenet200, imagenet) and DIR"
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="OpenOOD's data folder: benchmark_imglist/, images_classic/, images_largescale/"
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="the released checkpoint (default: checkpoints/<bb>/<its name>)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing params.yaml and lists")] = False,
+) -> None:
+    """`init openood BENCHMARK --data FOLDER DIR`: OpenOOD v1.5's benchmark as released
+    (datalists, datasets, near/far/csid sets, the backbone preset of its checkpoint) in
+    DIR (default: here)."""
+    if what != "openood":
+        raise OodbenchError(
+            f"oodbench init {what}: only `oodbench init openood BENCHMARK --data FOLDER [DIR]` "
+            "is available in this build"
+        )
+    if not rest or len(rest) > 2:
+        raise OodbenchError(
+            "oodbench init openood: give BENCHMARK (cifar10, cifar100, imagenet200 or "
+            "imagenet) and optionally DIR"
+        )
+    if data is None:
+        raise OodbenchError(
+            "oodbench init openood: --data FOLDER (OpenOOD's data folder) is required"
+        )
+    from oodbench.data.openood_benchmarks import openood_benchmark, write_benchmark
+
+    dest = Path(rest[1]) if len(rest) == 2 else Path()
+    params, datalists, notes = openood_benchmark(rest[0], data, dest, checkpoint)
+    write_benchmark(dest, params, datalists, force)
+    for note in notes:
+        typer.echo(f"note: {note}")
+    backbone = next(iter(params["backbones"].values()))
+    typer.echo(
+        f"wrote {dest / 'params.yaml'} and {len(datalists)} datalists; next: put OpenOOD's "
+        f"checkpoint at {backbone['checkpoint']}, then `oodbench pipeline` and `dvc repro`"
+    )
 
 
 @app.command("import-pkl")

@@ -60,6 +60,7 @@ def materialize_dataset(dataset: str) -> None:
         out=paths.manifest_path(dataset),
         skip_bad=spec["skip_bad"],
         classes_file=Path(classes) if classes else None,
+        images=spec.get("images", True),
     )
 
 
@@ -70,10 +71,15 @@ def run(
     out: Path,
     skip_bad: bool,
     classes_file: Path | Literal["beside"] | None = "beside",
+    images: bool = True,
 ) -> None:
-    """Check every image of `datalist` under `root` and write the manifest `out` atomically."""
+    """Check every image of `datalist` under `root` and write the manifest `out` atomically.
+
+    `images` False: every backbone of the benchmark imports its features (oodbench/data/
+    imported.py), so no image is opened and the root need not exist; the manifest then
+    lists the datalist's rows, each "ok" with size -1."""
     root, datalist, out = Path(root), Path(datalist), Path(out)
-    if not root.is_dir():
+    if images and not root.is_dir():
         raise DataError(
             f"{root}: dataset root of {dataset!r} is not a directory; fix datasets.{dataset}.root "
             "in params.yaml or put the images there"
@@ -83,7 +89,10 @@ def run(
         beside = classes_file_of(datalist)
         classes_file = beside if beside.is_file() else None
     classes = None if classes_file is None else list_classes(datalist, classes_file, entries)
-    sizes, statuses = check_images(root, [e.path for e in entries])
+    if images:
+        sizes, statuses = check_images(root, [e.path for e in entries])
+    else:
+        sizes, statuses = [-1] * len(entries), [OK] * len(entries)
     _raise_on_escapes(datalist, root, entries, statuses)
     bad = [(e, s) for e, s in zip(entries, statuses, strict=True) if s != OK]
     if bad and not skip_bad:

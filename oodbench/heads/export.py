@@ -60,6 +60,9 @@ def build_classifier(
     trained heads read the features of `source` (default: `backbone`)."""
     kind, model, classes = spec["fc"], spec["model"], spec["classes"]
     meta: dict[str, str] = {"source": kind}
+    if kind == "head" and model.get("imported") is not None:  # came with the features
+        fc, meta["source"] = imported_head(model["imported"]), "imported"
+        return name_head(fc, classes, spec["id_train"], backbone), meta
     if kind == "head":
         from oodbench.models.backbones import head_linear
 
@@ -83,6 +86,18 @@ def build_classifier(
         meta["group_sizes"] = str(np.bincount(fc.extras[GROUP_OF_CLASS]).tolist())
     fc.extras |= extras
     return fc, meta
+
+
+def imported_head(folder: str) -> Linear:
+    """The classifier in an imported backbone's folder (oodbench/data/imported.py)."""
+    from oodbench.data.imported import fc_source, read_fc
+
+    found = fc_source(folder)
+    if found is None:
+        raise DataError(
+            f"{folder}: no classifier file (fc.safetensors, fc.pkl, ...); rerun `dvc repro`"
+        )
+    return read_fc(Path(found))
 
 
 def load_id_train(backbone: str, dataset: str) -> FeatureSet:

@@ -30,7 +30,8 @@ from torch import nn
 from oodbench.core.errors import ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import sha256_file
-from oodbench.models import converters, presets
+from oodbench.models import converters, kinds, presets
+from oodbench.models.preprocess import check_preprocess
 from oodbench.models.transforms import Normalize, build_transform
 from oodbench.models.weights import (
     convert_state_dict,
@@ -41,6 +42,11 @@ from oodbench.models.weights import (
 KNOWN_KEYS = (
     "timm",
     "clip",
+    "model",
+    "torchvision",
+    "openood",
+    "imported",
+    "head",
     "clip_config",
     "checkpoint",
     "converter",
@@ -57,6 +63,11 @@ KNOWN_KEYS = (
 MODEL_KEYS = (
     "timm",
     "clip",
+    "model",
+    "torchvision",
+    "openood",
+    "imported",
+    "head",
     "clip_config",
     "checkpoint",
     "converter",
@@ -64,7 +75,6 @@ MODEL_KEYS = (
     "reference_size",
     "num_classes",
 )
-PREPROCESS = ("timm", "reference")
 FC_MODES = ("head", "probe", "plp", "mos")
 
 
@@ -86,9 +96,10 @@ class Backbone:
 def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) -> dict[str, Any]:
     """Check a ``backbones.<key>`` block (a ``preset:`` is expanded first); errors name the key.
 
-    ``require_model=False`` accepts a block without ``timm:`` / ``clip:``: what the fc stage
-    of a probe sees under DVC, which declares only the classifier's keys (a model named
-    anyway is still checked)."""
+    ``require_model=False`` accepts a block without a model (``timm:``, ``clip:``, ...): what
+    the fc stage of a probe sees under DVC, which declares only the classifier's keys (a
+    model named anyway is still checked). The kinds beyond timm and open_clip are checked
+    by oodbench/models/kinds.py, the ``preprocess:`` mapping by oodbench/models/preprocess.py."""
     where = f"backbones.{key}"
     if not isinstance(spec, dict):
         raise ParamsError(f"params.yaml: {where} must be a mapping, got {spec!r}")
@@ -104,9 +115,15 @@ def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) ->
         fc=spec.get("fc", "head"),
         converter=spec.get("converter", "auto"),
     )
+    # imported features were preprocessed elsewhere: the key is an error there (kinds.py)
+    out["preprocess"] = (
+        spec.get("preprocess")
+        if out["imported"] is not None
+        else check_preprocess(out["preprocess"], where)
+    )
     if out["features"] is not None:
         _check_shared(where, spec, out["features"])
-    elif require_model or out["timm"] is not None or out["clip"] is not None:
+    elif require_model or any(out[k] is not None for k in kinds.KIND_KEYS):
         _check_model(where, out)
     methods = out["methods"]
     if methods is not None and not (
@@ -118,7 +135,7 @@ def validate_spec(key: str, spec: dict[str, Any], require_model: bool = True) ->
     for name in ("checkpoint", "groups", "classes", "clip_config"):
         if out[name] is not None and not isinstance(out[name], str):
             raise ParamsError(f"params.yaml: {where}.{name} must be a string, got {out[name]!r}")
-    choices = {"preprocess": PREPROCESS, "fc": FC_MODES, "converter": converters.CONVERTERS}
+    choices = {"fc": FC_MODES, "converter": converters.CONVERTERS}
     for name, allowed in choices.items():
         if out[name] not in allowed:
             raise ParamsError(
@@ -147,9 +164,15 @@ def _check_shared(where: str, spec: dict[str, Any], source: Any) -> None:
 
 
 def _check_model(where: str, cfg: dict[str, Any]) -> None:
-    """Exactly one of ``timm:`` / ``clip:``, naming a model the library knows."""
-    if (cfg["timm"] is None) == (cfg["clip"] is None):
-        raise ParamsError(f"params.yaml: {where}: set exactly one of timm:, clip: or preset:")
+    """Exactly one model kind (``timm:``, ``clip:``, ``model:``, ...), naming a model the
+    library knows."""
+    if kinds.check_kind(where, cfg) not in ("timm", "clip"):
+        return
+    if isinstance(cfg["preprocess"], dict) and cfg["reference_size"] is not None:
+        raise ParamsError(
+            f"params.yaml: {where}.reference_size: sets the size of preprocess: reference; "
+            "a preprocess: mapping states its own resize and crop"
+        )
     if cfg["clip"] is not None:
         from oodbench.models.clip import check_clip_name
 
@@ -183,7 +206,17 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
     checkpoint_path = (
         resolve_checkpoint(cfg["checkpoint"], f"{where}.checkpoint") if cfg["checkpoint"] else None
     )
-    if cfg["clip"] is not None:
+    kind = kinds.kind_of(cfg)
+    if kind == "imported":
+        raise ParamsError(
+            f"params.yaml: {where}.imported: features imported from {cfg['imported']}; there "
+            "is no model to run on images"
+        )
+    if kind in kinds.BUILT_KINDS:
+        from oodbench.models.usermodel import build_model
+
+        model = build_model(kind, cfg, checkpoint_path, where)
+    elif cfg["clip"] is not None:
         from oodbench.models.clip import create_clip
 
         model = create_clip(cfg["clip"], checkpoint_path, where, cfg["clip_config"])
@@ -294,7 +327,10 @@ def forward_features_and_logits(
     model: nn.Module, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(pooled pre-logits features, logits). The logits are the model's own full head output,
-    so ``features @ W^T + b == logits`` is a real check that the head is linear."""
+    so ``features @ W^T + b == logits`` is a real check that the head is linear. Models
+    oodbench builds itself (oodbench/models/usermodel.py) say both in one forward."""
+    if hasattr(model, "features_and_logits"):
+        return model.features_and_logits(x)
     feats = model.forward_features(x)
     pre = model.forward_head(feats, pre_logits=True)
     if getattr(model, "num_classes", 1) == 0:

@@ -49,6 +49,10 @@ class JpegPixels:
                 f"params.yaml: extract.decoder: torchvision resizes with {INTERPOLATIONS}, "
                 f"{where} uses {interpolation!r}; set extract.decoder: pil"
             )
+        if "resize" in config:  # a preprocess: mapping states its resize and crop
+            resize = config["resize"]
+            sides = (resize,) if isinstance(resize, int) else tuple(resize)
+            return cls(sides, (config["crop"],) * 2, interpolation)
         if "crop_pct" not in config:  # preprocess: reference, a square resize
             return cls((height, width), None, interpolation)
         if config.get("crop_mode", "center") != "center" or height != width:

@@ -36,7 +36,7 @@ from oodbench.formats import paths
 from oodbench.formats.atomic import replace_dir, write_text
 from oodbench.formats.features import sha256_file, shard_name, write_feature_info, write_shard_array
 from oodbench.formats.manifest import read_manifest
-from oodbench.formats.specs import extract_spec, model_spec, read_spec
+from oodbench.formats.specs import code_digest, extract_spec, model_spec, read_spec
 from oodbench.models.backbones import (
     Backbone,
     forward_features_and_logits,
@@ -291,6 +291,7 @@ def work_key(
     import timm
 
     ident = {
+        **user_code_key(bb),
         "version": WORK_VERSION,
         "manifest": sha256_file(manifest),
         "backbone": bb.info,
@@ -303,6 +304,13 @@ def work_key(
         "timm": timm.__version__,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def user_code_key(bb: Backbone) -> dict[str, str]:
+    """A user's model file and what it imports (the digest of the stage's code group,
+    written by the check stage): edited code must not resume stale shards."""
+    digest = code_digest(f"extract-{bb.key}")
+    return {"code": sha256_file(digest)} if bb.info.get("model") and digest.is_file() else {}
 
 
 def shard_batches(
@@ -360,7 +368,14 @@ def _extract_shards(
             if logits is not None:
                 pending["logits"].append(logits.float().cpu().numpy())
             if not checked and head is not None:
-                check_head(head, pending["features"][-1], pending["logits"][-1], precision, bb.key)
+                check_head(
+                    head,
+                    pending["features"][-1],
+                    pending["logits"][-1],
+                    precision,
+                    bb.key,
+                    getattr(bb.model, "head_description", None),
+                )
                 checked = True
             advance(len(batch))
             shard, last = divmod(batch[-1], cfg.shard_rows)
@@ -414,16 +429,30 @@ def _prepare(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Mod
     return model, cnn
 
 
-def check_head(head: Any, feats: np.ndarray, logits: np.ndarray, precision: str, key: str) -> None:
-    """features @ W^T + b must reproduce the model's logits, else scores built on W, b are wrong."""
+def check_head(
+    head: Any,
+    feats: np.ndarray,
+    logits: np.ndarray,
+    precision: str,
+    key: str,
+    source: str | None = None,
+) -> None:
+    """features @ W^T + b must reproduce the model's logits, else scores built on W, b are
+    wrong. `source` names where W, b came from (``get_fc()``, a ``head:`` layer)."""
     scale = max(1.0, float(np.abs(logits).max()))
     err = float(np.abs(head.logits(feats) - logits).max())
     tol = HEAD_TOLERANCE[precision] * scale
     if not err <= tol:
+        fix = (
+            f"W, b come from {source}: make it return the classifier that maps the feature to "
+            "the model's logits, name the final nn.Linear with head:, or use fc: probe"
+            if source
+            else "the head is not a linear map of the pooled features, so logit-based "
+            "scores would be wrong; use fc: probe or another backbone"
+        )
         raise DataError(
             f"backbones.{key}: features @ W^T + b differs from the model's logits by {err:.3g} "
-            f"(tolerance {tol:.3g}, {precision}): the head is not a linear map of the pooled "
-            "features, so logit-based scores would be wrong; use fc: probe or another backbone"
+            f"(tolerance {tol:.3g}, {precision}): {fix}"
         )
 
 
@@ -468,7 +497,11 @@ def _info(
         "precision": precision,
         "device": device.type,
         # the model: a timm name or an open_clip one (a CLIP backbone has no timm key)
-        **{k: bb.info[k] for k in ("timm", "clip", "clip_config") if bb.info.get(k)},
+        **{
+            k: bb.info[k]
+            for k in ("timm", "clip", "clip_config", "model", "torchvision", "openood", "head")
+            if bb.info.get(k)
+        },
         "preprocess": bb.info["preprocess"],
         "data_config": bb.info["data_config"],
         "checkpoint_sha256": bb.info.get("checkpoint_sha256"),

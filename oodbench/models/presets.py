@@ -9,7 +9,11 @@ table keeps them in one place.
 
 ``kind: timm`` backbones are timm models (feature = ``forward_head(..., pre_logits=True)``,
 the classifier's input); ``kind: open_clip`` backbones are CLIP image towers whose feature
-is the pooled image embedding *before* the projection (oodbench/models/clip.py).
+is the pooled image embedding *before* the projection (oodbench/models/clip.py);
+``kind: openood`` / ``torchvision`` are OpenOOD v1.5's benchmark networks, which load
+OpenOOD's released checkpoints (and torchvision's ResNet-50 weights) unchanged, with
+OpenOOD's test preprocessing (openood/evaluation_api/preprocessor.py of OpenOOD v1.5:
+``Resize(pre_size)`` + ``CenterCrop(img_size)``, bilinear, the benchmark's mean/std).
 """
 
 from __future__ import annotations
@@ -25,26 +29,53 @@ from oodbench.core.errors import ParamsError
 class Preset:
     """Defaults of one seed backbone; see docs/backbones.md for the provenance of each."""
 
-    model: str  # timm ``name.tag`` or open_clip model name
-    kind: str = "timm"  # timm | open_clip
+    model: str  # timm ``name.tag``, open_clip model name, OpenOOD network or torchvision name
+    kind: str = "timm"  # timm | open_clip | openood | torchvision
     fc: str = "head"  # the default classifier (head when the weights have one)
     num_classes: int | None = None  # 0: a headless model (features only)
     reference_size: int | None = None  # preprocess: reference square size, if not the model's
     converter: str = (
         "auto"  # checkpoint layout: auto | timm | mmpretrain | bit | moco_v3 | efficientnet_pytorch
     )
+    preprocess: dict[str, Any] | None = None  # an explicit test transform (preprocess.py)
     note: str = ""
 
     def spec(self) -> dict[str, Any]:
         """The explicit ``backbones.<bb>`` block this preset stands for."""
         out: dict[str, Any] = {"fc": self.fc, "converter": self.converter}
-        out["clip" if self.kind == "open_clip" else "timm"] = self.model
+        out[KIND_KEY[self.kind]] = self.model
+        if self.preprocess is not None:
+            out["preprocess"] = dict(self.preprocess)
         if self.num_classes is not None:
             out["num_classes"] = self.num_classes
         if self.reference_size is not None:
             out["reference_size"] = self.reference_size
         return out
 
+
+#: Preset.kind -> the backbones.<bb> key naming the model
+KIND_KEY = {"timm": "timm", "open_clip": "clip", "openood": "openood", "torchvision": "torchvision"}
+#: keys that name a model: given next to preset:, they replace the preset's model
+MODEL_NAMES = {"timm", "clip", "clip_config", "model", "torchvision", "openood", "imported"}
+
+
+def openood_preprocess(pre_size: int, img_size: int, mean: list[float], std: list[float]) -> dict:
+    """OpenOOD v1.5's TestStandardPreProcessor: Resize(pre_size), CenterCrop(img_size),
+    bilinear, Normalize(mean, std)."""
+    return {
+        "resize": pre_size,
+        "crop": img_size,
+        "mean": mean,
+        "std": std,
+        "interpolation": "bilinear",
+    }
+
+
+#: OpenOOD v1.5's default_preprocessing_dict (its evaluation_api/preprocessor.py)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+OPENOOD_CIFAR10 = openood_preprocess(32, 32, [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+OPENOOD_CIFAR100 = openood_preprocess(32, 32, [0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761])
+OPENOOD_IMAGENET = openood_preprocess(256, 224, IMAGENET_MEAN, IMAGENET_STD)
 
 PRESETS: dict[str, Preset] = {
     "vit_b16": Preset(
@@ -88,6 +119,35 @@ PRESETS: dict[str, Preset] = {
     "clip_l14": Preset(
         "ViT-L-14.openai", kind="open_clip", fc="plp", note="OpenAI CLIP ViT-L/14 via open_clip"
     ),
+    "openood_cifar10": Preset(
+        "resnet18_32x32",
+        kind="openood",
+        num_classes=10,
+        preprocess=OPENOOD_CIFAR10,
+        note="OpenOOD v1.5 CIFAR-10 ResNet18_32x32: checkpoint: its released best.ckpt",
+    ),
+    "openood_cifar100": Preset(
+        "resnet18_32x32",
+        kind="openood",
+        num_classes=100,
+        preprocess=OPENOOD_CIFAR100,
+        note="OpenOOD v1.5 CIFAR-100 ResNet18_32x32: checkpoint: its released best.ckpt",
+    ),
+    "openood_imagenet200": Preset(
+        "resnet18_224x224",
+        kind="openood",
+        num_classes=200,
+        preprocess=OPENOOD_IMAGENET,
+        note="OpenOOD v1.5 ImageNet-200 ResNet18_224x224: checkpoint: its released best.ckpt",
+    ),
+    "openood_imagenet": Preset(
+        "resnet50",
+        kind="torchvision",
+        num_classes=1000,
+        preprocess=OPENOOD_IMAGENET,
+        note="OpenOOD v1.5 ImageNet-1k: torchvision's ResNet-50 with its IMAGENET1K_V1 weights "
+        "(checkpoint: resnet50-0676ba61.pth)",
+    ),
 }
 
 
@@ -107,15 +167,15 @@ def expand(key: str, spec: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in spec.items() if k != "preset"}
         base = PRESETS[name].spec()
         # an explicit model (a CLIP architecture file included) replaces the preset's model
-        if {"timm", "clip", "clip_config"} & set(rest):
-            base.pop("timm", None)
-            base.pop("clip", None)
+        if MODEL_NAMES & set(rest):
+            for key in KIND_KEY.values():
+                base.pop(key, None)
         spec = {**base, **rest}
     return _clip_named_after_config(spec)
 
 
 def _clip_named_after_config(spec: dict[str, Any]) -> dict[str, Any]:
     config = spec.get("clip_config")
-    if not isinstance(config, str) or {"clip", "timm", "features"} & set(spec):
+    if not isinstance(config, str) or (MODEL_NAMES - {"clip_config"} | {"features"}) & set(spec):
         return spec  # a model named already, or an error validate_spec reports
     return {**spec, "clip": Path(config).stem}

@@ -48,16 +48,20 @@ class Normalize(nn.Module):
 
 
 def build_transform(
-    model: nn.Module, preprocess: str, reference_size: int | None = None
+    model: nn.Module, preprocess: str | dict[str, Any], reference_size: int | None = None
 ) -> tuple[Callable, Normalize, dict[str, Any]]:
     """(PIL -> uint8 CHW tensor, uint8 -> normalised float, description).
 
     ``timm``: the model's own eval data config (resize, crop, interpolation, mean, std);
     ``reference``: the seeds' square bilinear resize (PIL, antialiased, as torchvision's
     ``Resize((s, s))`` on PIL images) to ``reference_size`` when given (BiT: 480, the ViM
-    seed's size), else the model's input size, with mean=std=0.5."""
-    import timm.data
+    seed's size), else the model's input size, with mean=std=0.5; a mapping
+    (oodbench/models/preprocess.py): exactly the transform it states."""
     from torchvision import transforms as T
+
+    if isinstance(preprocess, dict):
+        return explicit_transform(preprocess)
+    import timm.data
 
     config = timm.data.resolve_data_config({}, model=model)
     if preprocess == "timm":
@@ -72,4 +76,29 @@ def build_transform(
         mean = std = (0.5, 0.5, 0.5)
         desc = {"input_size": [3, *size], "interpolation": "bilinear", "mean": mean, "std": std}
     desc = json.loads(json.dumps(desc))
+    return T.Compose([_ToRGB(), tf]), Normalize(mean, std), desc
+
+
+def explicit_transform(preprocess: dict[str, Any]) -> tuple[Callable, Normalize, dict[str, Any]]:
+    """A ``preprocess:`` mapping: ``Resize(resize)`` then ``CenterCrop(crop)`` on the PIL
+    image (torchvision's test transform, as OpenOOD's), normalised with its mean and std.
+
+    The description is a timm-style data config (``input_size``, ``interpolation``, mean,
+    std) plus ``resize`` and ``crop``, which ``extract.decoder: torchvision`` follows."""
+    from torchvision import transforms as T
+
+    mode = getattr(T.InterpolationMode, preprocess["interpolation"].upper())
+    resize = preprocess["resize"]
+    size = resize if isinstance(resize, int) else tuple(resize)
+    crop = int(preprocess["crop"])
+    tf = T.Compose([T.Resize(size, interpolation=mode), T.CenterCrop(crop), T.PILToTensor()])
+    mean, std = tuple(preprocess["mean"]), tuple(preprocess["std"])
+    desc = {
+        "input_size": [3, crop, crop],
+        "resize": resize,
+        "crop": crop,
+        "interpolation": preprocess["interpolation"],
+        "mean": list(mean),
+        "std": list(std),
+    }
     return T.Compose([_ToRGB(), tf]), Normalize(mean, std), desc

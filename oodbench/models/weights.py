@@ -78,7 +78,10 @@ SHOWN_KEYS = 3
 
 
 def convert_state_dict(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+    source: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    where: str,
+    hint: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Map a checkpoint onto a model's state dict by tensor name, never by position.
 
@@ -88,9 +91,10 @@ def convert_state_dict(
     Names must match after the declared converter (oodbench/models/converters.py); the
     only liberty taken is to drop one prefix that every key shares (``module.``,
     ``net.``, ...), and only when that makes every name match. Anything else, or a
-    shape that differs, is an error naming the keys.
+    shape that differs, is an error naming the keys; `hint` says what to check (default:
+    the timm name, num_classes and the converter).
     """
-    mapping = match_names(source, target, where)
+    mapping = match_names(source, target, where, hint)
     out = {}
     for dst_key, dst in target.items():
         src_key = mapping.get(dst_key)
@@ -102,14 +106,17 @@ def convert_state_dict(
             raise ParamsError(
                 f"{where}: tensor {src_key!r} has shape {tuple(tensor.shape)} but the model's "
                 f"{dst_key!r} has {tuple(dst.shape)}; the checkpoint is for another "
-                "architecture or class count (check the timm name and num_classes)"
+                f"architecture or class count ({hint or 'check the timm name and num_classes'})"
             )
         out[dst_key] = tensor.to(dst.dtype)
     return out
 
 
 def match_names(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+    source: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    where: str,
+    hint: str | None = None,
 ) -> dict[str, str]:
     """``{model key: checkpoint key}`` when the names match, as they are or without one
     prefix shared by every checkpoint key; else a ParamsError naming the keys."""
@@ -136,8 +143,12 @@ def match_names(
         + (f" (after removing the prefix {best!r})" if best else "")
         + f": {describe_keys(missing, 'missing from the checkpoint')}; "
         + f"{describe_keys(unexpected, 'not in the model', prefix=best)}; it is for another "
-        "architecture or layout: check the timm name and num_classes, or set converter: "
-        "to the checkpoint's layout (docs/backbones.md)"
+        + "architecture or layout: "
+        + (
+            hint
+            or "check the timm name and num_classes, or set converter: to the checkpoint's "
+            "layout (docs/backbones.md)"
+        )
     )
 
 

@@ -19,7 +19,9 @@ from oodbench.pipeline import dvcyaml
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.resolve import resolve
 
-OOD_GROUPS = ("near", "far")
+#: csid: covariate-shifted ID (ImageNet-V2/C/R, CIFAR-10-C), ID in OpenOOD's full-spectrum
+#: metrics (oodbench/results/fsood.py), not an OOD set of the standard ones
+OOD_GROUPS = ("near", "far", "csid")
 
 
 def check_benchmark(root: Path = Path()) -> None:
@@ -75,9 +77,20 @@ def check_datasets(params: dict[str, Any], bench: Benchmark) -> None:
         group = (datasets[name] or {}).get("group", "far")
         if group not in OOD_GROUPS:
             raise ParamsError(
-                f"params.yaml: datasets.{name}.group: must be near or far for an OOD set, "
-                f"got {group!r}"
+                f"params.yaml: datasets.{name}.group: must be near or far for an OOD set (or "
+                f"csid for covariate-shifted ID, counted as ID in the fsood metrics), got {group!r}"
             )
+    csid = [n for n in bench.ood if (datasets[n] or {}).get("group") == "csid"]
+    if csid and len(csid) == len(bench.ood):
+        raise ParamsError(
+            "params.yaml: benchmark.ood lists only csid sets (covariate-shifted ID); add at "
+            "least one near or far OOD set"
+        )
+    if csid and (params.get("benchmark") or {}).get("one_class") is not None:
+        raise ParamsError(
+            f"params.yaml: benchmark.one_class: the one-class benchmark has no full-spectrum "
+            f"metrics; remove the csid sets ({', '.join(csid)}) from benchmark.ood"
+        )
     if bench.tune_ood is not None:
         if bench.tune_ood not in datasets:
             raise ParamsError(f"params.yaml: benchmark.tune_ood: no datasets.{bench.tune_ood}")
@@ -117,6 +130,26 @@ def check_backbones(params: dict[str, Any], bench: Benchmark, root: Path) -> Non
                         f"params.yaml: backbones.{name}.{key}: file {ref} not found (paths are "
                         "relative to the project root)"
                     )
+        check_model_files(name, cfg, bench, root)
+
+
+def check_model_files(name: str, cfg: dict[str, Any], bench: Benchmark, root: Path) -> None:
+    """A user's model file exists (it is imported only where the model is built: the
+    extract and fc stages); an imported backbone's folder holds every file it needs."""
+    from oodbench.core.usercode import CodeRef
+
+    where = f"backbones.{name}"
+    if cfg.get("model") is not None:
+        code = CodeRef.parse(cfg["model"], f"{where}.model")
+        if not (root / code.path).is_file():
+            raise ParamsError(
+                f"params.yaml: {where}.model: file {code.path} not found (paths are relative "
+                "to the project root)"
+            )
+    if cfg.get("imported") is not None:
+        from oodbench.data.imported import check_folder
+
+        check_folder(where, cfg["imported"], bench.datasets, cfg["fc"] == "head", root)
 
 
 def check_methods(params: dict[str, Any], bench: Benchmark) -> None:

@@ -23,8 +23,9 @@ EXTRACT_KEYS = ("batch_size", "precision", "shard_rows", "decoder")
 def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> dict[Path, dict]:
     """Every spec file of the benchmark and its content (params already validated)."""
     out: dict[Path, dict] = {}
+    images = reads_images(params, bench)
     for dataset in bench.datasets:
-        out[specs.dataset_spec(dataset)] = dataset_spec(params, dataset, root)
+        out[specs.dataset_spec(dataset)] = dataset_spec(params, dataset, root, images)
     out[specs.extract_spec()] = extract_spec(params)
     for backbone in bench.backbones:
         model = model_spec(params, bench.features_of(backbone))
@@ -48,7 +49,74 @@ def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]
     for key in bench.all_methods:
         name = method_name(params, key)
         groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]
+    for backbone in bench.backbones:  # a user's model file: code of that backbone's stages only
+        source = bench.features_of(backbone)
+        file = user_model_file(params, source)
+        if file is not None and source == backbone:
+            groups[extract_group(params, backbone)] = ["stages/extract.py", file]
+        if file is not None and fc_loads_model(backbone_block(params, backbone)):
+            groups[fc_group(params, bench, backbone)] = ["stages/fc.py", file]
+    if any(backbone_block(params, b).get("imported") for b in bench.backbones):
+        groups[IMPORT] = [f"stages/{IMPORT}.py"]
     return groups
+
+
+#: the stage kind that brings in features extracted elsewhere (oodbench/data/imported.py)
+IMPORT = "import_features"
+
+
+def backbone_block(params: dict[str, Any], backbone: str) -> dict[str, Any]:
+    """``backbones.<bb>`` with its preset expanded, merged over the block of the backbone
+    whose features it shares: the model and classifier keys its stages read."""
+    from oodbench.models.presets import expand
+
+    blocks = params.get("backbones") or {}
+    own = blocks.get(backbone)
+    own = expand(backbone, own) if isinstance(own, dict) else {}
+    source = own.get("features")
+    shared = blocks.get(source) if isinstance(source, str) else None
+    return {**(expand(source, shared) if isinstance(shared, dict) else {}), **own}
+
+
+def user_model_file(params: dict[str, Any], backbone: str) -> str | None:
+    """The project file ``backbones.<bb>.model`` names (None: no user model, or a
+    malformed reference, which the check stage reports)."""
+    from oodbench.core.errors import ParamsError
+    from oodbench.core.usercode import CodeRef
+
+    ref = backbone_block(params, backbone).get("model")
+    try:
+        return CodeRef.parse(ref, f"backbones.{backbone}.model").path if ref else None
+    except ParamsError:
+        return None
+
+
+def fc_loads_model(block: dict[str, Any]) -> bool:
+    """Whether the fc stage builds the model: for its head, or CLIP's projection and text."""
+    imported = block.get("imported") is not None
+    return (block.get("fc", "head") == "head" and not imported) or "clip" in block
+
+
+def extract_group(params: dict[str, Any], backbone: str) -> str:
+    """The code group of the backbone's extract stages: its own when it runs user code."""
+    return f"extract-{backbone}" if user_model_file(params, backbone) else "extract"
+
+
+def fc_group(params: dict[str, Any], bench: Benchmark, backbone: str) -> str:
+    """The code group of the backbone's fc stage: its own when it builds a user's model."""
+    source = bench.features_of(backbone)
+    own = user_model_file(params, source) and fc_loads_model(backbone_block(params, backbone))
+    return f"fc-{backbone}" if own else "fc"
+
+
+def reads_images(params: dict[str, Any], bench: Benchmark) -> bool:
+    """Whether some backbone extracts features from the images (else every backbone is
+    imported, and materialize lists the datasets without opening a file)."""
+    return any(
+        not backbone_block(params, b).get("imported")
+        for b in bench.backbones
+        if bench.features_of(b) == b
+    )
 
 
 def method_name(params: dict[str, Any], key: str) -> str:
@@ -68,7 +136,10 @@ def code_spec(entries: list[str], root: Path) -> dict[str, Any]:
     }
 
 
-def dataset_spec(params: dict[str, Any], dataset: str, root: Path) -> dict[str, Any]:
+def dataset_spec(
+    params: dict[str, Any], dataset: str, root: Path, images: bool = True
+) -> dict[str, Any]:
+    """`images` False: no backbone reads the images (all imported), so none is opened."""
     block = P.get(params, f"datasets.{dataset}", dict)
     classes = paths.classes_list_path(dataset)
     return {
@@ -76,6 +147,7 @@ def dataset_spec(params: dict[str, Any], dataset: str, root: Path) -> dict[str, 
         "root": P.get(params, f"datasets.{dataset}.root", str),
         "skip_bad": bool(block.get("skip_bad", False)),
         "classes_file": classes.as_posix() if (root / classes).is_file() else None,
+        **({} if images else {"images": False}),
     }
 
 

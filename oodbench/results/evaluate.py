@@ -2,6 +2,8 @@
 
 With ``benchmark.one_class: K`` the ID val scores are split by label first (class K
 is ID, every other class an OOD set ``class_<j>``, group near; see oodbench/data/oneclass.py).
+Sets of group ``csid`` (covariate-shifted ID) are no OOD sets: they count as ID in the
+full-spectrum metrics under ``fsood`` only (oodbench/results/fsood.py).
 
 ``metrics/<bb>.json`` keeps every leaf a scalar under stable keys
 (``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
@@ -42,6 +44,7 @@ from oodbench.formats.paths import (
 from oodbench.formats.scores import load_scores, skipped_reason
 from oodbench.formats.specs import evaluate_spec, read_spec
 from oodbench.heads.labels import accuracy, check_labels
+from oodbench.results import fsood
 from oodbench.results.metrics import METRIC_NAMES, all_metrics
 from oodbench.results.plots import write_plots
 
@@ -135,6 +138,8 @@ def evaluate_backbone(backbone: str, features: str | None = None) -> None:
     source = features or backbone
     spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
     id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])
+    csid = [name for name in ood if groups.get(name) == "csid"]
+    ood = [name for name in ood if name not in csid]
     reasons = {m: skipped_reason(scores_path(backbone, m)) for m in spec["methods"]}
     methods = [m for m in spec["methods"] if reasons[m] is None]
     report: dict[str, Any] = {
@@ -152,6 +157,15 @@ def evaluate_backbone(backbone: str, features: str | None = None) -> None:
         report["methods"][method] = method_metrics(all_scores[method], id_val, ood, groups)
     first = all_scores[methods[0]] if methods else {}
     report["ood"] = {name: {"n": int(first[name].size)} for name in ood if name in first}
+    if csid and one_class is None:
+        report["fsood"] = {
+            "id": fsood.id_accuracy(backbone, source, [id_val, *csid]),
+            "csid": {name: {"n": int(first[name].size)} for name in csid if name in first},
+            "methods": {
+                m: method_metrics(fsood.as_id(all_scores[m], id_val, csid), id_val, ood, groups)
+                for m in methods
+            },
+        }
     for name, entry in [(id_val, report["id"]), *report["ood"].items()]:
         skipped = n_skipped(name) if not name.startswith("class_") else None
         if skipped is not None:

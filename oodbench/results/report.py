@@ -171,11 +171,16 @@ def counts_note(all_metrics: dict[str, dict]) -> str:
 
 
 def main(
-    metrics_dir: Path, metric: str, fmt: str, backbones: list[str] | None = None
+    metrics_dir: Path,
+    metric: str,
+    fmt: str,
+    backbones: list[str] | None = None,
+    layout: str = "sets",
 ) -> dict[str, dict]:
     """Print the leaderboard; return the metrics it was made from. Without `backbones`,
     the project's metrics folder shows those of ``benchmark.backbones``
-    (``benchmark_backbones``); any other folder every file in it."""
+    (``benchmark_backbones``); any other folder every file in it. `layout` ``openood``:
+    OpenOOD v1.5's table instead (oodbench/results/openood_table.py)."""
     if not backbones and metrics_dir.resolve() == paths.METRICS.resolve():  # the project's
         backbones, stale = benchmark_backbones(metrics_dir)
         if stale:
@@ -186,6 +191,11 @@ def main(
                 file=sys.stderr,
             )
     all_metrics = load_all(metrics_dir, backbones)
+    if layout == "openood":
+        from oodbench.results.openood_table import render as openood_render
+
+        print(openood_render(all_metrics, fmt), end="")
+        return all_metrics
     color = fmt == "table" and sys.stdout.isatty()
     print(render(all_metrics, metric, fmt, color=color), end="")
     if fmt == "table":
