@@ -156,9 +156,29 @@ def user_copy(user_project: Path, tmp_path: Path) -> Path:
     return copy_workspace(user_project, tmp_path / "shapes")
 
 
+@pytest.fixture(scope="session")
+def openood_project(tmp_path_factory) -> Iterator[tuple[Path, Path, str]]:
+    """OpenOOD's CIFAR-10 benchmark with the user's own model (tests/openood_project.py)
+    after one full `dvc repro`: (the project, OpenOOD's data folder, init's output)."""
+    from tests.openood_project import build_openood_project
+
+    claim_build(tmp_path_factory, "openood")
+    project, data, init = build_openood_project(tmp_path_factory.mktemp("openood"))
+    run(["dvc", "repro"], project)
+    commit(project, "repro")
+    yield project, data, init
+    assert_untouched(project)
+
+
+@pytest.fixture
+def openood_copy(openood_project: tuple[Path, Path, str], tmp_path: Path) -> Path:
+    """A private copy of the built OpenOOD project, for a test that changes it."""
+    return copy_workspace(openood_project[0], tmp_path / "project")
+
+
 #: the built workspaces; under pytest-xdist (`--dist loadgroup`) every test using one runs
 #: on the same worker, so each is built once per run
-WORKSPACE_GROUPS = {"demo_workspace": "demo", "user_project": "user"}
+WORKSPACE_GROUPS = {"demo_workspace": "demo", "user_project": "user", "openood_project": "openood"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the groups

@@ -19,18 +19,11 @@ from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
 from tests.conftest import rewrite_params
 from tests.faults_catalogue import catalogue
-from tests.openood_project import OOD, build_openood_project, own_features
+from tests.openood_project import OOD, own_features
 from tests.user_project import run
 
 pytestmark = pytest.mark.slow
 DATASETS = ["cifar10_train", "cifar10_test", *OOD]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, Path, str]:
-    project, data, init = build_openood_project(tmp_path_factory.mktemp("openood"))
-    run(["dvc", "repro"], project)
-    return project, data, init
 
 
 def metrics(project: Path, backbone: str) -> dict:
@@ -51,11 +44,11 @@ def msp(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarra
     return np.exp(logits).max(axis=1) / np.exp(logits).sum(axis=1)
 
 
-def test_the_users_model_file_extracts_what_its_own_forward_gives(built) -> None:
+def test_the_users_model_file_extracts_what_its_own_forward_gives(openood_project) -> None:
     """Every stored feature row of `own` (model: mynets/resnet.py:ResNet18_32x32) equals
     the test's forward pass with OpenOOD's torchvision test transform; the preset
     `openood_cifar10` loads the same checkpoint (OpenOOD's names) to the same features."""
-    project, data, _ = built
+    project, data, _ = openood_project
     for dataset in DATASETS:
         want = own_features(project, data, project / "datalists" / f"{dataset}.txt")
         got = load_features(project / "features" / "own" / dataset)
@@ -70,10 +63,10 @@ def test_the_users_model_file_extracts_what_its_own_forward_gives(built) -> None
         np.testing.assert_array_equal(fc.bias, state["fc.bias"].numpy())
 
 
-def test_imported_features_run_every_method(built) -> None:
+def test_imported_features_run_every_method(openood_project) -> None:
     """imported/own/ (.npy, a ViM pickle, an import-pkl folder, fc.pkl): the rows are
     stored as they are and msp's AUROC equals a pairwise loop over them."""
-    project, _, _ = built
+    project, _, _ = openood_project
     folder = project / "imported" / "own"
     fc = pickle.loads((folder / "fc.pkl").read_bytes())
     arrays = {}
@@ -100,10 +93,10 @@ def test_imported_features_run_every_method(built) -> None:
     assert "extract-" not in pipeline
 
 
-def test_full_spectrum_counts_cifar10c_as_id(built) -> None:
+def test_full_spectrum_counts_cifar10c_as_id(openood_project) -> None:
     """group csid: left out of the standard metrics, ID in `fsood` (OpenOOD's
     eval_ood(fsood=True)), AUROC over ID test + CIFAR-10-C against each OOD set."""
-    project, _, _ = built
+    project, _, _ = openood_project
     report = metrics(project, "own")
     assert set(report["ood"]) == {"cifar100", "mnist"}
     assert "cifar10c" not in report["methods"]["msp"]
@@ -135,24 +128,20 @@ def test_full_spectrum_counts_cifar10c_as_id(built) -> None:
     assert row in table and "own: full-spectrum OOD (ID + cifar10c),msp," in table
 
 
-def test_the_model_file_is_a_dependency_of_its_backbones_stages_only(built) -> None:
+def test_the_model_file_is_a_dependency_of_its_backbones_stages_only(openood_copy) -> None:
     """Editing mynets/blocks.py (imported by mynets/resnet.py) makes `own`'s extract and
     fc stages stale, and nothing of the preset or the imported backbone."""
-    project, _, _ = built
+    project = openood_copy
     blocks = project / "mynets" / "blocks.py"
     original = blocks.read_text()
     blocks.write_text(original + "# a comment\n")
-    try:
-        run(["dvc", "repro", "check"], project)
-        status = run(["dvc", "status"], project).stdout
-        stale = {line.rstrip(":") for line in status.splitlines() if line and not line[0].isspace()}
-        want = {f"pipelines/own/dvc.yaml:extract-{d}" for d in DATASETS} | {
-            "pipelines/own/dvc.yaml:fc"
-        }
-        assert stale == want
-    finally:
-        blocks.write_text(original)
-        run(["dvc", "repro", "check"], project)
+    run(["dvc", "repro", "check"], project)
+    status = run(["dvc", "status"], project).stdout
+    stale = {line.rstrip(":") for line in status.splitlines() if line and not line[0].isspace()}
+    want = {f"pipelines/own/dvc.yaml:extract-{d}" for d in DATASETS} | {"pipelines/own/dvc.yaml:fc"}
+    assert stale == want
+    blocks.write_text(original)  # the edit undone: nothing is stale any more
+    run(["dvc", "repro", "check"], project)
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
@@ -161,29 +150,28 @@ def test_the_model_file_is_a_dependency_of_its_backbones_stages_only(built) -> N
     "`dvc repro` runs with a `model:` whose class is not in the user's file",
     "the extract stage stops with one line naming `backbones.<bb>.model`, the file and what it defines; every metrics file stays as it was",
 )
-def test_a_missing_factory_stops_the_run_and_keeps_the_metrics(built) -> None:
-    project, _, _ = built
+def test_a_missing_factory_stops_the_run_and_keeps_the_metrics(openood_copy) -> None:
+    project = openood_copy
     kept = {p: p.read_bytes() for p in (project / "metrics").iterdir()}
     original = rewrite_params(
         project, lambda p: p["backbones"]["own"].update(model="mynets/resnet.py:ResNet19")
     )
-    try:
-        result = run(["dvc", "repro"], project, check=False)
-        output = result.stdout + result.stderr
-        assert result.returncode != 0
-        assert (
-            "error: params.yaml: backbones.own.model: mynets/resnet.py defines no 'ResNet19'; "
-            "it defines " in output
-        )
-    finally:
-        (project / "params.yaml").write_text(original)
+    result = run(["dvc", "repro"], project, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (
+        "error: params.yaml: backbones.own.model: mynets/resnet.py defines no 'ResNet19'; "
+        "it defines " in output
+    )
     assert {p: p.read_bytes() for p in kept} == kept
+    # with the factory named again, nothing but the check stage has anything to do
+    (project / "params.yaml").write_text(original)
     assert "Running stage" not in run(["dvc", "repro"], project).stdout.replace(
         "Running stage 'check'", ""
     )
 
 
-def test_init_said_what_to_do_next(built) -> None:
-    _, _, init = built
+def test_init_said_what_to_do_next(openood_project) -> None:
+    _, _, init = openood_project
     assert "benchmark.tune_ood: tin_val" in init
     assert "checkpoints/resnet18/best.ckpt, then `oodbench pipeline` and `dvc repro`" in init
