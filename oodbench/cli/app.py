@@ -1,9 +1,11 @@
 """The ``oodbench`` command: what a user runs around ``dvc repro``.
 
-``pipeline`` writes dvc.yaml, ``methods`` lists the detectors, ``report`` / ``compare``
-print leaderboards, ``predict`` scores one image, ``tune`` searches hyperparameters,
-``datalists`` builds file lists, ``import-pkl`` reads reference pickles. The DVC stages
-themselves are the scripts in ``stages/``. Libraries are imported inside each command so
+``init`` makes a benchmark project in any folder, ``pipeline`` writes dvc.yaml,
+``methods`` lists the detectors, ``new-method`` / ``check-method`` write and check a
+method of one's own, ``report`` / ``compare`` print leaderboards, ``predict`` scores one
+image, ``tune`` searches hyperparameters, ``datalists`` builds file lists,
+``import-pkl`` reads reference pickles. The DVC stages themselves are the scripts in
+``stages/`` of a clone, or ``python -m oodbench.cli.stage`` elsewhere. Libraries are imported inside each command so
 that ``oodbench --help`` stays fast (torch and timm load only where they are used).
 """
 
@@ -62,15 +64,115 @@ def pipeline(
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="a new or empty folder for the project")],
+) -> None:
+    """Make a benchmark project in DIRECTORY that runs the installed oodbench (no clone).
+
+    git + DVC initialised, params.yaml (the embedded demo: one backbone, six methods),
+    datalists/ and the generated dvc.yaml, whose stages run `python -m oodbench.cli.stage`.
+    Then `cd DIRECTORY && dvc repro`; make it yours with your own datasets (README) and
+    methods (`oodbench new-method NAME`, docs/extending.md).
+    """
+    from oodbench.pipeline.project import init_project, next_steps
+
+    typer.echo(next_steps(init_project(directory)))
+
+
+@app.command()
 def methods(
     filter: Annotated[
         str | None, typer.Argument(help="show methods whose key contains this")
     ] = None,
 ) -> None:
-    """List the registered methods: key, class, file, paper and hyperparameters (defaults)."""
+    """List the methods: every registered one (key, class, file, paper, defaults), then your
+    own from params.yaml.
+
+    Your own method is a class in your project, named in params.yaml as
+    `methods.<key>.method: path/file.py:ClassName` (a dataclass subclassing
+    oodbench.Detector; no registration, no edit of the package). `oodbench new-method
+    NAME` writes a working template and its params block, `oodbench check-method NAME`
+    checks it on synthetic features; docs/extending.md explains both.
+    """
     from oodbench.cli.listing import methods_table
 
     typer.echo(methods_table(filter), nl=False)
+
+
+@app.command("new-method")
+def new_method(
+    name: Annotated[str, typer.Argument(help="the method's params key and module name")],
+    dir: Annotated[
+        str, typer.Option("--dir", help="folder of the project's own methods")
+    ] = "methods",
+) -> None:
+    """Write a commented template of your own method (DIR/NAME.py) and its params block.
+
+    The template (cosine similarity to the ID class means) passes `oodbench check-method
+    NAME`; edit it into your method. The block is added to params.yaml's `methods:` when
+    there is a params.yaml; list NAME under benchmark.methods to run it. An existing file
+    or params key is never overwritten.
+    """
+    from oodbench.pipeline.scaffold import new_method as write_template
+
+    path, block, added = write_template(name, dir)
+    typer.echo(f"wrote {path.as_posix()}")
+    where = "added to params.yaml" if added else "add to params.yaml"
+    typer.echo(f"{where}:\n{block}", nl=False)
+    typer.echo(
+        f"next: oodbench check-method {name}; list {name} under benchmark.methods, then "
+        "oodbench pipeline && dvc repro"
+    )
+
+
+@app.command("check-method")
+def check_method(
+    key: Annotated[
+        str,
+        typer.Argument(
+            help="a methods.<key> of params.yaml, a registered method, or path/file.py:Class"
+        ),
+    ],
+) -> None:
+    """Check a method against the score stage's contract on synthetic features.
+
+    One line per rule (pass, FAIL or skip, and why): builds from its params block,
+    NotFittedError before fit, fits, score shape [N] and float dtype, finite,
+    deterministic, row blocks equal the whole (unless per_dataset), input arrays not
+    modified, bad hyperparameters refused. Exit 1 when a rule fails.
+    """
+    from oodbench.methods.contract import check_method as run_contract
+    from oodbench.methods.contract import render, synthetic
+
+    name, block = contract_target(key)
+    data = synthetic()
+    results = run_contract(name, block, data=data)
+    method = (block or {}).get("method", name)
+    typer.echo(render(name, method, data, results), nl=False)
+    if any(r.passed is False for r in results):
+        raise typer.Exit(1)
+
+
+def contract_target(key: str) -> tuple[str, dict | None]:
+    """(params key, block) to check: params.yaml's ``methods.<key>``, a registered
+    method's defaults, or a ``path/file.py:Class`` reference under its file's name."""
+    from oodbench.core import params as P
+    from oodbench.core.errors import ParamsError
+    from oodbench.core.usercode import CodeRef, is_reference
+    from oodbench.methods.base import method_modules
+
+    if is_reference(key):
+        ref = CodeRef.parse(key, "check-method")
+        return Path(ref.path).stem, {"method": key}
+    blocks = P.read_params_file().get("methods") if P.PARAMS_FILE.is_file() else None
+    if isinstance(blocks, dict) and key in blocks:
+        return key, blocks[key]
+    if key in method_modules():
+        return key, None
+    raise ParamsError(
+        f"check-method: {key!r} is no methods.{key} block of params.yaml and no registered "
+        "method; give a key, a method name or path/file.py:ClassName"
+    )
 
 
 def comma_list(text: str | None) -> list[str] | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from oodbench.core import params as P
 from oodbench.formats import paths, specs
+from oodbench.pipeline import layout
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
 
@@ -33,39 +34,63 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
         out[specs.fc_spec(backbone)] = fc_spec(params, bench, backbone, model)
         out[specs.evaluate_spec(backbone)] = evaluate_spec(params, bench, backbone)
     for method in bench.all_methods:
-        out[specs.method_spec(method)] = method_spec(params, method)
+        out[specs.method_spec(method)] = method_spec(params, method, root)
     out[specs.scoring_spec()] = scoring_spec(params, bench)
-    for group, entries in code_groups(params, bench).items():
-        out[specs.code_digest(group)] = code_spec(entries, root)
+    clone = layout.is_clone(root)
+    for group, entries in code_groups(params, bench, root).items():
+        out[specs.code_digest(group)] = code_spec(entries, root, clone)
     return out
 
 
-def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]]:
+def code_groups(
+    params: dict[str, Any], bench: Benchmark, root: Path = Path()
+) -> dict[str, list[str]]:
     """The entry files of each group of stages that run the same code: a stage kind, or
-    the score stages of one registered method (``score-<name>``: the script + its module)."""
+    the score stages of one registered method (``score-<name>``: the script + its module),
+    or of one key running a user's own class (``score-user-<key>``: the script + the
+    user's file). Outside a clone the package's files are no entries (``code_spec``
+    records the installed package instead): only the user's files remain."""
+    from oodbench.methods.usermethod import code_group
+
+    clone = layout.is_clone(root)
+
+    def package(*files: str) -> list[str]:
+        return list(files) if clone else []
+
     kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard", "subspace")
-    groups = {kind: [f"stages/{kind}.py"] for kind in kinds}
+    groups = {kind: package(f"stages/{kind}.py") for kind in kinds}
+    users = layout.user_methods(params, bench)
     for key in bench.all_methods:
         name = method_name(params, key)
-        groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]
+        if key in users:
+            entries = layout.entry_files(users[key], root)
+            groups[code_group(key, name)] = [*package("stages/score.py"), *entries]
+        else:
+            groups[code_group(key, name)] = package(
+                "stages/score.py", f"oodbench/methods/{name}.py"
+            )
     return groups
 
 
 def method_name(params: dict[str, Any], key: str) -> str:
-    """The registered method a ``methods.<key>`` block runs."""
+    """The method a ``methods.<key>`` block runs: a registered name or ``path/file.py:Class``."""
     from oodbench.methods.base import method_of
 
     block = (params.get("methods") or {}).get(key)
     return method_of(key, block if isinstance(block, dict) else None)
 
 
-def code_spec(entries: list[str], root: Path) -> dict[str, Any]:
-    """The sha256 of every file the entries run (the closure of their imports)."""
+def code_spec(entries: list[str], root: Path, clone: bool = True) -> dict[str, Any]:
+    """The sha256 of every file the entries run (the closure of their imports); outside
+    a clone also the installed package's identity, which stands for its files."""
     files = closure(entries, root)
-    return {
+    spec: dict[str, Any] = {
         "entries": entries,
         "files": {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files},
     }
+    if not clone:
+        spec["package"] = layout.package_identity()
+    return spec
 
 
 def dataset_spec(params: dict[str, Any], dataset: str, root: Path) -> dict[str, Any]:
@@ -118,10 +143,10 @@ def fc_spec(
     }
 
 
-def method_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
+def method_spec(params: dict[str, Any], key: str, root: Path = Path()) -> dict[str, Any]:
     from oodbench.methods.base import from_params
 
-    detector = from_params(key, P.get(params, "methods", dict).get(key))
+    detector = from_params(key, P.get(params, "methods", dict).get(key), root)
     return {
         "key": key,
         "method": detector.name,
