@@ -12,6 +12,7 @@ and tests/test_init_project.py (a project made by `oodbench init` from a wheel).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -40,6 +41,10 @@ from tests.conftest import ROOT
 from tests.faults_catalogue import catalogue
 from tests.own_method import BLOCK, REFERENCE, cosine_scores, forget, write_method
 from tests.test_scoring_stage import BB, run_python, workspace  # noqa: F401 (a fixture)
+
+#: modules of oodbench/methods/ that every score stage runs, whichever the method
+METHOD_PLUMBING = {"oodbench/methods/__init__.py", "oodbench/methods/base.py",
+                   "oodbench/methods/usermethod.py"}  # fmt: skip
 
 BROKEN = '''\
 from dataclasses import dataclass
@@ -458,7 +463,7 @@ def installed_project(root: Path) -> dict:
     return params
 
 
-def test_outside_a_clone_stages_run_the_package_and_depend_on_its_identity(
+def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closures(
     project: Path,
 ) -> None:
     params = installed_project(project)
@@ -481,18 +486,50 @@ def test_outside_a_clone_stages_run_the_package_and_depend_on_its_identity(
     assert "features/lite0/digits_id_train" in lite0["score-cos"]["deps"]  # requires train
     assert all(s["cmd"].startswith("python -m oodbench.cli.stage ") for s in lite0.values())
     specs = resolve(params, Benchmark.of(params), project)
-    identity = layout.package_identity()
-    assert identity["version"] == __import__("oodbench").__version__
-    cos = specs[Path("build/specs/code/score-user-cos.json")]
-    assert cos["package"] == identity and sorted(cos["files"]) == user
-    assert cos["entries"] == ["mymethods/cosine.py", "mymethods/__init__.py"]
-    msp = specs[Path("build/specs/code/score-msp.json")]
-    assert msp == {"entries": [], "files": {}, "package": identity}
+    code = {p.stem: spec for p, spec in specs.items() if p.parent.name == "code"}
+    # the package's files are those of the installed package the stages run, closure by
+    # closure as in a clone: msp's score stages hold msp's module and no other method's
+    msp = code["score-msp"]
+    assert msp["entries"] == ["oodbench/results/scoring.py", "oodbench/methods/msp.py"]
+    assert {"oodbench/cli/stage.py", "oodbench/core/entry.py", "oodbench/methods/msp.py"} <= set(
+        msp["files"]
+    )
+    methods = {f for f in msp["files"] if f.startswith("oodbench/methods/") and f.count("/") == 2}
+    assert methods == {*METHOD_PLUMBING, "oodbench/methods/msp.py"}
+    installed = layout.package_root() / "oodbench" / "methods" / "msp.py"
+    assert (
+        msp["files"]["oodbench/methods/msp.py"]
+        == hashlib.sha256(installed.read_bytes()).hexdigest()
+    )
+    # the user's method: the score stage's package closure plus the user's own files
+    cos = code["score-user-cos"]
+    assert cos["entries"] == [
+        "oodbench/results/scoring.py",
+        "mymethods/cosine.py",
+        "mymethods/__init__.py",
+    ]
+    assert {f for f in cos["files"] if not f.startswith("oodbench/")} == set(user)
+    assert set(cos["files"]) - set(user) < set(msp["files"]) - {"oodbench/methods/msp.py"}
+    assert code["extract"]["entries"] == ["oodbench/models/extract.py"]
+    assert "oodbench/results/scoring.py" not in code["extract"]["files"]
     assert specs[Path("build/specs/methods/cos.json")] == {
         "key": "cos",
         "method": REFERENCE,
         "hyperparameters": {"scale": 1.0},
     }
+
+
+def test_the_stage_dispatcher_runs_the_modules_the_digests_follow() -> None:
+    """`python -m oodbench.cli.stage KIND` imports layout.STAGE_MODULES[KIND]: the entry
+    its code digest follows outside a clone."""
+    import inspect
+
+    from oodbench.cli import stage
+
+    for kind, path in layout.STAGE_MODULES.items():
+        module = path.removesuffix(".py").replace("/", ".")
+        assert f"from {module} import " in inspect.getsource(getattr(stage, kind)), kind
+    assert set(stage.STAGES) == {*layout.STAGE_MODULES, "package", "check", "demo"}
 
 
 def test_a_syntax_error_in_an_imported_helper_names_its_line(project: Path) -> None:

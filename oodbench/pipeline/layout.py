@@ -6,12 +6,14 @@ A benchmark project is one of two kinds, told apart by its root:
   the root): stages run ``python stages/<kind>.py``, and their code dependencies are
   the package's own source files in the project (the closures of closure.py);
 - any other folder, made by ``oodbench init`` (oodbench/pipeline/project.py): stages
-  run the **installed** package, ``python -m oodbench.cli.stage <kind>``, and the
-  package's identity (version and a sha256 of its files, :func:`package_identity`)
-  stands for its source files in every code digest. A small ``package`` stage records
-  that identity in ``build/specs/package.json`` at every ``dvc repro`` (DVC cannot see
-  an installed package), so an upgrade of oodbench reruns the check stage, whose code
-  digests then rerun every stage the new version may compute differently.
+  run the **installed** package, ``python -m oodbench.cli.stage <kind>``, and their code
+  digests hold the closures of the package modules those run (:data:`STAGE_MODULES`),
+  read in the installed package (:func:`package_root`), not in the project. DVC cannot
+  see an installed package, so a small ``package`` stage records its identity (version
+  and a digest of its files, :func:`package_identity`) in ``build/specs/package.json`` at
+  every ``dvc repro``: an upgrade (or an edit of an editable install) reruns the check
+  stage, whose code digests then rerun exactly the stages whose code changed, as an
+  edit does in a clone.
 
 In both kinds the user's own files named in params.yaml (``methods.<key>.method:
 path/file.py:Class``) and the project modules they import are code dependencies of
@@ -32,6 +34,21 @@ from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure, packages_of
 
 STAGE_MODULE = "oodbench.cli.stage"
+#: the dispatcher a project's stage commands run; part of every code digest outside a clone
+DISPATCHER = "oodbench/cli/stage.py"
+STAGE_ENTRY = "oodbench/core/entry.py"
+PACKAGE_PREFIX = "oodbench/"
+#: the package module each stage kind runs (oodbench/cli/stage.py imports it): outside a
+#: clone the entry of the kind's code digest, as ``stages/<kind>.py`` is in a clone
+STAGE_MODULES = {
+    "materialize": "oodbench/data/materialize.py",
+    "extract": "oodbench/models/extract.py",
+    "fc": "oodbench/heads/export.py",
+    "subspace": "oodbench/results/subspace.py",
+    "score": "oodbench/results/scoring.py",
+    "evaluate": "oodbench/results/evaluate.py",
+    "leaderboard": "oodbench/results/leaderboard.py",
+}
 
 
 def is_clone(root: Path) -> bool:
@@ -44,6 +61,19 @@ def stage_command(kind: str, root: Path) -> str:
     if is_clone(root):
         return f"python stages/{kind}.py"
     return f"python -m {STAGE_MODULE} {kind}"
+
+
+def stage_entry(kind: str, root: Path) -> str:
+    """The entry file of a stage kind's code: its script in a clone, its module elsewhere."""
+    return f"stages/{kind}.py" if is_clone(root) else STAGE_MODULES[kind]
+
+
+def package_root() -> Path:
+    """The folder holding the installed ``oodbench`` package (site-packages, or the
+    source tree of an editable install): the root its module paths are relative to."""
+    import oodbench
+
+    return Path(oodbench.__file__).resolve().parents[1]
 
 
 @cache

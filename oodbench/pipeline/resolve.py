@@ -48,27 +48,23 @@ def code_groups(
     """The entry files of each group of stages that run the same code: a stage kind, or
     the score stages of one registered method (``score-<name>``: the script + its module),
     or of one key running a user's own class (``score-user-<key>``: the script + the
-    user's file). Outside a clone the package's files are no entries (``code_spec``
-    records the installed package instead): only the user's files remain."""
+    user's file and its packages). Outside a clone a kind's entry is the package module
+    its stage runs (layout.py ``STAGE_MODULES``) instead of ``stages/<kind>.py``."""
     from oodbench.methods.usermethod import code_group
 
-    clone = layout.is_clone(root)
-
-    def package(*files: str) -> list[str]:
-        return list(files) if clone else []
+    def script(kind: str) -> str:
+        return layout.stage_entry(kind, root)
 
     kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard", "subspace")
-    groups = {kind: package(f"stages/{kind}.py") for kind in kinds}
+    groups = {kind: [script(kind)] for kind in kinds}
     users = layout.user_methods(params, bench)
     for key in bench.all_methods:
         name = method_name(params, key)
         if key in users:
             entries = layout.entry_files(users[key], root)
-            groups[code_group(key, name)] = [*package("stages/score.py"), *entries]
+            groups[code_group(key, name)] = [script("score"), *entries]
         else:
-            groups[code_group(key, name)] = package(
-                "stages/score.py", f"oodbench/methods/{name}.py"
-            )
+            groups[code_group(key, name)] = [script("score"), f"oodbench/methods/{name}.py"]
     return groups
 
 
@@ -81,16 +77,27 @@ def method_name(params: dict[str, Any], key: str) -> str:
 
 
 def code_spec(entries: list[str], root: Path, clone: bool = True) -> dict[str, Any]:
-    """The sha256 of every file the entries run (the closure of their imports); outside
-    a clone also the installed package's identity, which stands for its files."""
-    files = closure(entries, root)
-    spec: dict[str, Any] = {
-        "entries": entries,
-        "files": {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files},
-    }
-    if not clone:
-        spec["package"] = layout.package_identity()
-    return spec
+    """The sha256 of every file the entries run (the closure of their imports).
+
+    Outside a clone the package's entries (``oodbench/...``) are followed in the
+    installed package (layout.py ``package_root``) and the user's in the project, and the
+    stage dispatcher the commands run is added: so an upgrade of oodbench, like an edit
+    in a clone, reruns only the stages whose code it changes."""
+    if clone:
+        files = {f: sha256(root / f) for f in closure(entries, root)}
+        return {"entries": entries, "files": files}
+    installed = layout.package_root()
+    ours = [e for e in entries if e.startswith(layout.PACKAGE_PREFIX)]
+    theirs = [e for e in entries if not e.startswith(layout.PACKAGE_PREFIX)]
+    ours += [layout.STAGE_ENTRY] if ours else []  # run_main: how every stage starts and ends
+    package = [*closure(ours, installed, only="oodbench"), layout.DISPATCHER]
+    files = {f: sha256(installed / f) for f in package}
+    files |= {f: sha256(root / f) for f in closure(theirs, root)}
+    return {"entries": entries, "files": files}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def dataset_spec(params: dict[str, Any], dataset: str, root: Path) -> dict[str, Any]:
