@@ -439,6 +439,22 @@ def test_an_exception_inside_the_users_method_names_its_file_and_line(workspace:
     assert debug.stderr.endswith(result.stderr)
 
 
+def test_the_stage_module_says_its_kinds_and_options() -> None:
+    def stage(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "oodbench.cli.stage", *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}
+        )
+
+    listed = stage("--help")
+    assert listed.returncode == 0 and "\n  score        fit one OOD method" in listed.stdout
+    wrong = stage("scores")
+    assert wrong.returncode == 2 and wrong.stderr.startswith("usage: python -m oodbench.cli.stage")
+    options = stage("score", "--help")
+    assert options.returncode == 0 and "--backbone BACKBONE" in options.stdout
+    assert "--method METHOD" in options.stdout
+
+
 def test_the_installed_packages_score_stage_starts_light(workspace: Path) -> None:  # noqa: F811
     """`python -m oodbench.cli.stage score` (a project made by `oodbench init`) imports no
     torch, typer, rich, matplotlib or pandas, as `python stages/score.py` does not."""

@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in STAGES:
         kinds = "\n".join(f"  {kind:<12} {text}" for kind, (text, _, _) in STAGES.items())
-        print(f"usage: python -m oodbench.cli.stage KIND [options]\n\nkinds:\n{kinds}")
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+        usage = f"usage: python -m oodbench.cli.stage KIND [options]\n\nkinds:\n{kinds}"
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(usage, file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
     kind, rest = argv[0], argv[1:]
     text, options, function = STAGES[kind]
     parser = argparse.ArgumentParser(prog=f"python -m oodbench.cli.stage {kind}", description=text)
