@@ -100,6 +100,7 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
     assert methods == {
         "oodbench/methods/__init__.py",
         "oodbench/methods/base.py",
+        "oodbench/methods/usermethod.py",  # loads a user's own method class
         "oodbench/methods/vim.py",
         "oodbench/methods/shared/__init__.py",
         "oodbench/methods/shared/checks.py",

@@ -7,6 +7,7 @@ temporary copy of the repository. Tests that change the project work on a copy."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -21,6 +22,7 @@ from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
 from tests.conftest import rewrite_params
 from tests.faults_catalogue import catalogue
+from tests.own_method import auroc_loop, cosine_scores
 from tests.user_project import CLASSES, run
 
 pytestmark = pytest.mark.slow
@@ -51,6 +53,53 @@ def test_the_whole_benchmark_runs_green(user_project):
         assert method in metrics(project, "vt")["methods"], method
     board = (project / "metrics" / "leaderboard.md").read_text()
     assert "r18:noise" in board and "clip:mean" in board and "mcm skipped" in board
+
+
+def dvc_stale(project: Path) -> set[str]:
+    """Stage names `dvc status` reports as changed (DVC's Python API: no process start;
+    it names stages relative to the working directory)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(project), Repo(str(project)) as repo:
+        return set(repo.status())
+
+
+def test_the_users_own_method_runs_beside_the_builtins(user_project, user_copy):
+    """`cos: {method: mymethods/cosine.py:CosineToMeans}`, a file of the user's project that
+    imports a helper of its own, runs on every backbone; its AUROC equals a loop over the
+    stored features; an edit of the file or of its helper (in a copy) stales its score
+    stages alone."""
+    project = user_project
+    for backbone in BACKBONES:
+        report = metrics(project, backbone)
+        assert "cos" in report["methods"], backbone
+        folder = project / "features" / backbone
+        train = load_features(folder / "shapes_train")
+        id_scores = cosine_scores(
+            train.features, train.labels, load_features(folder / "shapes_val").features
+        )
+        for ood in ("noise", "stripes"):
+            ood_scores = cosine_scores(
+                train.features, train.labels, load_features(folder / ood).features
+            )
+            want = auroc_loop(id_scores, ood_scores)
+            assert report["methods"]["cos"][ood]["auroc"] == pytest.approx(want, abs=1e-12)
+    assert "| cos |" in (project / "metrics" / "leaderboard.md").read_text()
+    project = user_copy
+    assert dvc_stale(project) == set()
+    for file in ("mymethods/cosine.py", "mymethods/common.py"):
+        path = project / file
+        original = path.read_text()
+        try:
+            path.write_text(original + "\n# an edit\n")
+            run(["python", "stages/check.py"], project)  # what `dvc repro` runs first
+            assert dvc_stale(project) - {"check"} == {
+                f"pipelines/{b}/dvc.yaml:score-cos" for b in BACKBONES
+            }, file
+        finally:
+            path.write_text(original)
+            run(["python", "stages/check.py"], project)
+    assert dvc_stale(project) == set()
 
 
 def test_a_fine_tuned_head_is_named_after_the_lists_classes(user_project):

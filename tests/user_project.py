@@ -7,6 +7,8 @@ dict extras (`oodbench datalists import-openood`) and stripes listed from a fold
 checkpoint (keys saved with a `net.` prefix and each BatchNorm's bias before its weight,
 the layout that once loaded silently wrong), a ViT-tiny without a head plus a linear
 probe, and a tiny open_clip model from its own config file with a local state dict.
+Methods: built-ins beside one of the user's own, ``cos`` (``mymethods/cosine.py``, cosine
+similarity to the class means, with a helper module of its own: tests/own_method.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image, ImageDraw
+
+from tests.own_method import BLOCK, write_method
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
@@ -166,7 +170,7 @@ PARAMS = {
     "benchmark": {
         "backbones": ["r18", "vt", "clip"],
         "methods": ["msp", "energy", "maxlogit", "knn", "knn_openood", "mahalanobis", "vim",
-                    "she", "nnguide", "mcm"],
+                    "she", "nnguide", "mcm", "cos"],
         "id_train": "shapes_train",
         "id_val": "shapes_val",
         "ood": ["noise", "stripes"],
@@ -195,6 +199,7 @@ PARAMS = {
         "knn_openood": {"method": "knn", "variant": "openood"},
         "mahalanobis": {}, "vim": {"dim": "current"}, "she": {}, "nnguide": {},
         "mcm": {"temperature": 1.0},
+        "cos": dict(BLOCK),  # the user's own method: mymethods/cosine.py:CosineToMeans
     },
 }  # fmt: skip
 
@@ -215,6 +220,7 @@ def build_project(dest: Path) -> Path:
     save_r18(dest / "checkpoints/r18/r18.pth", dest / "data/shapes/train")
     save_vit_tiny(dest / "checkpoints/vt/vt.safetensors")
     save_tiny_clip(dest / "configs/tiny-clip.json", dest / "checkpoints/clip/tiny.safetensors")
+    write_method(dest)
     (dest / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
     run(["git", "init", "-q"], dest)
     # images and weights are tracked by DVC, not git (README): a queued experiment's

@@ -1,9 +1,11 @@
 """The ``oodbench`` command: what a user runs around ``dvc repro``.
 
-``pipeline`` writes dvc.yaml, ``methods`` lists the detectors, ``report`` / ``compare``
-print leaderboards, ``predict`` scores one image, ``tune`` searches hyperparameters,
-``datalists`` builds file lists, ``import-pkl`` reads reference pickles. The DVC stages
-themselves are the scripts in ``stages/``. Libraries are imported inside each command so
+``init`` makes a benchmark project in any folder, ``pipeline`` writes dvc.yaml,
+``methods`` lists the detectors, ``new-method`` / ``check-method`` write and check a
+method of one's own, ``report`` / ``compare`` print leaderboards, ``predict`` scores one
+image, ``tune`` searches hyperparameters, ``datalists`` builds file lists,
+``import-pkl`` reads reference pickles. The DVC stages themselves are the scripts in
+``stages/`` of a clone, or ``python -m oodbench.cli.stage`` elsewhere. Libraries are imported inside each command so
 that ``oodbench --help`` stays fast (torch and timm load only where they are used).
 """
 
@@ -67,10 +69,94 @@ def methods(
         str | None, typer.Argument(help="show methods whose key contains this")
     ] = None,
 ) -> None:
-    """List the registered methods: key, class, file, paper and hyperparameters (defaults)."""
+    """List the methods: every registered one (key, class, file, paper, defaults), then your
+    own from params.yaml.
+
+    Your own method is a class in your project, named in params.yaml as
+    `methods.<key>.method: path/file.py:ClassName` (a dataclass subclassing
+    oodbench.Detector; no registration, no edit of the package). `oodbench new-method
+    NAME` writes a working template and its params block, `oodbench check-method NAME`
+    checks it on synthetic features; docs/extending.md explains both.
+    """
     from oodbench.cli.listing import methods_table
 
     typer.echo(methods_table(filter), nl=False)
+
+
+@app.command("new-method")
+def new_method(
+    name: Annotated[str, typer.Argument(help="the method's params key and module name")],
+    dir: Annotated[
+        str, typer.Option("--dir", help="folder of the project's own methods")
+    ] = "methods",
+) -> None:
+    """Write a commented template of your own method (DIR/NAME.py) and its params block.
+
+    The template (cosine similarity to the ID class means) passes `oodbench check-method
+    NAME`; edit it into your method. The block is added to params.yaml's `methods:` when
+    there is a params.yaml; list NAME under benchmark.methods to run it. An existing file
+    or params key is never overwritten.
+    """
+    from oodbench.pipeline.scaffold import new_method as write_template
+
+    path, block, added = write_template(name, dir)
+    typer.echo(f"wrote {path.as_posix()}")
+    where = "added to params.yaml" if added else "add to params.yaml"
+    typer.echo(f"{where}:\n{block}", nl=False)
+    typer.echo(
+        f"next: oodbench check-method {name}; list {name} under benchmark.methods, then "
+        "oodbench pipeline && dvc repro"
+    )
+
+
+@app.command("check-method")
+def check_method(
+    key: Annotated[
+        str,
+        typer.Argument(
+            help="a methods.<key> of params.yaml, a registered method, or path/file.py:Class"
+        ),
+    ],
+) -> None:
+    """Check a method against the score stage's contract on synthetic features.
+
+    One line per rule (pass, FAIL or skip, and why): builds from its params block,
+    NotFittedError before fit, fits, score shape [N] and float dtype, finite,
+    deterministic, row blocks equal the whole (unless per_dataset), input arrays not
+    modified, bad hyperparameters refused. Exit 1 when a rule fails.
+    """
+    from oodbench.methods.contract import check_method as run_contract
+    from oodbench.methods.contract import render, synthetic
+
+    name, block = contract_target(key)
+    data = synthetic()
+    results = run_contract(name, block, data=data)
+    method = (block or {}).get("method", name)
+    typer.echo(render(name, method, data, results), nl=False)
+    if any(r.passed is False for r in results):
+        raise typer.Exit(1)
+
+
+def contract_target(key: str) -> tuple[str, dict | None]:
+    """(params key, block) to check: params.yaml's ``methods.<key>``, a registered
+    method's defaults, or a ``path/file.py:Class`` reference under its file's name."""
+    from oodbench.core import params as P
+    from oodbench.core.errors import ParamsError
+    from oodbench.core.usercode import CodeRef, is_reference
+    from oodbench.methods.base import method_modules
+
+    if is_reference(key):
+        ref = CodeRef.parse(key, "check-method")
+        return Path(ref.path).stem, {"method": key}
+    blocks = P.read_params_file().get("methods") if P.PARAMS_FILE.is_file() else None
+    if isinstance(blocks, dict) and key in blocks:
+        return key, blocks[key]
+    if key in method_modules():
+        return key, None
+    raise ParamsError(
+        f"check-method: {key!r} is no methods.{key} block of params.yaml and no registered "
+        "method; give a key, a method name or path/file.py:ClassName"
+    )
 
 
 def comma_list(text: str | None) -> list[str] | None:
@@ -213,9 +299,12 @@ def tune(
 
 @app.command()
 def init(
-    what: Annotated[
+    target: Annotated[
         str,
-        typer.Argument(help="openood: one of OpenOOD v1.5's benchmarks (else a project folder)"),
+        typer.Argument(
+            help="a new or empty folder for the project, or `openood` for one of OpenOOD "
+            "v1.5's benchmarks"
+        ),
     ],
     rest: Annotated[
         list[str] | None,
@@ -233,16 +322,34 @@ def init(
         str | None,
         typer.Option(help="the released checkpoint (default: checkpoints/<bb>/<its name>)"),
     ] = None,
-    force: Annotated[bool, typer.Option(help="replace an existing params.yaml and lists")] = False,
+    force: Annotated[
+        bool, typer.Option(help="openood: replace an existing project's params.yaml and lists")
+    ] = False,
 ) -> None:
-    """`init openood BENCHMARK --data FOLDER DIR`: OpenOOD v1.5's benchmark as released
-    (datalists, datasets, near/far/csid sets, the backbone preset of its checkpoint) in
-    DIR (default: here)."""
-    if what != "openood":
-        raise OodbenchError(
-            f"oodbench init {what}: only `oodbench init openood BENCHMARK --data FOLDER [DIR]` "
-            "is available in this build"
-        )
+    """Make a benchmark project that runs the installed oodbench (no clone needed).
+
+    `oodbench init DIR`: git + DVC initialised in DIR, params.yaml (the embedded demo: one
+    backbone, six methods), datalists/ and the generated dvc.yaml, whose stages run
+    `python -m oodbench.cli.stage`. Then `cd DIR && dvc repro`; make it yours with your own
+    datasets (README) and methods (`oodbench new-method NAME`, docs/extending.md).
+
+    `oodbench init openood BENCHMARK --data FOLDER [DIR]`: OpenOOD v1.5's benchmark as
+    released (datalists, datasets with their near/far/csid groups, the backbone preset of
+    its checkpoint) in DIR (default: here): a new project as above, or, in an existing
+    project, its params.yaml and lists (replaced only with --force).
+    """
+    from oodbench.pipeline.project import init_project, is_project, next_steps
+
+    if target != "openood":
+        extra = [name for name, value in (("BENCHMARK/DIR", rest), ("--data", data),
+                 ("--checkpoint", checkpoint)) if value]  # fmt: skip
+        if extra:
+            raise OodbenchError(
+                f"oodbench init {target}: {extra[0]} is for `oodbench init openood BENCHMARK "
+                "--data FOLDER [DIR]`; `oodbench init DIR` takes the folder only"
+            )
+        typer.echo(next_steps(init_project(Path(target))))
+        return
     if not rest or len(rest) > 2:
         raise OodbenchError(
             "oodbench init openood: give BENCHMARK (cifar10, cifar100, imagenet200 or "
@@ -256,7 +363,10 @@ def init(
 
     dest = Path(rest[1]) if len(rest) == 2 else Path()
     params, datalists, notes = openood_benchmark(rest[0], data, dest, checkpoint)
-    write_benchmark(dest, params, datalists, force)
+    if is_project(dest):
+        write_benchmark(dest, params, datalists, force)
+    else:
+        init_project(dest, params, {f"{name}.txt": text for name, text in datalists.items()})
     for note in notes:
         typer.echo(f"note: {note}")
     backbone = next(iter(params["backbones"].values()))

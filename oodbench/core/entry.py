@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
 
 from oodbench.core.errors import OodbenchError
+from oodbench.core.usercode import debug
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Call `main`; turn OodbenchError and KeyboardInterrupt into a message and exit code."""
+    """Call `main`; turn OodbenchError and KeyboardInterrupt into a message and exit code.
+
+    With ``OODBENCH_DEBUG=1`` the error's traceback (and the exception it was raised
+    from, e.g. one inside a user's own method) is printed before the one line."""
     try:
         main()
     except OodbenchError as err:
+        if debug():
+            traceback.print_exception(err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:

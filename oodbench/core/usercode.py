@@ -25,12 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from oodbench.core.errors import ParamsError
+from oodbench.core.errors import OodbenchError, ParamsError
 
 #: ``OODBENCH_DEBUG=1``: errors from user code keep their full traceback (core/entry.py)
 DEBUG_ENV = "OODBENCH_DEBUG"
 _REF_RE = re.compile(r"(?P<path>[^:]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
 _MODULE_PART_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class UserCodeError(OodbenchError):
+    """The user's own code (a method or model named in params.yaml) raised an exception;
+    the message names the params key and the user's ``file.py:LINE``."""
 
 
 def debug() -> bool:

@@ -18,9 +18,12 @@ Files (``<bb>`` a backbone, ``<ds>`` a dataset, ``<m>`` a method key):
   ``backbones/<bb>.evaluate.json``  methods, id_val, ood, groups, one_class (evaluate)
   ``methods/<m>.json``       method, params_key, hyperparameters        (score)
   ``scoring.json``           id_train, id_val, ood, one_class           (score)
-and the code each stage runs, ``code/<kind>.json`` (``code/score-<method>.json``): the
-sha256 of every file in the closure of its imports (oodbench/pipeline/closure.py), so an
-edit reruns exactly the stages whose code it touches, through one small dependency.
+and the code each stage runs, ``code/<kind>.json`` (``code/score-<method>.json``,
+``code/score-user-<key>.json`` for a user's own method): the sha256 of every file in the
+closure of its imports (oodbench/pipeline/closure.py), so an edit reruns exactly the
+stages whose code it touches, through one small dependency. In a project that runs the
+installed package (``oodbench init``), ``package.json`` (the ``package`` stage) holds
+the package's version and digest, which every code digest records instead of its files.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def evaluate_spec(backbone: str) -> Path:
 def code_digest(group: str) -> Path:
     """``build/specs/code/<group>.json``: a stage kind (``extract``) or ``score-<method>``."""
     return SPECS / "code" / f"{group}.json"
+
+
+def package_spec() -> Path:
+    """The installed oodbench's identity (oodbench/pipeline/layout.py), outside a clone."""
+    return SPECS / "package.json"
 
 
 def dumps(spec: dict[str, Any]) -> str:

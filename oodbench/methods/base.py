@@ -13,6 +13,15 @@ Methods are registered by name, as timm registers models: one module per method,
 ``oodbench/methods/<name>.py``, whose class carries ``@register("<name>")``. A method
 is imported only when it is asked for (:func:`create`), so a score stage imports its
 own method's file and nothing of the others; :func:`registry` imports them all.
+
+A researcher's own method lives in their own project, not in this package: a
+``methods.<key>`` block names it as ``method: path/file.py:ClassName`` (relative to the
+project root), a subclass of :class:`Detector` (``from oodbench import Detector``)
+that needs no registration. It is loaded by :func:`lookup` through
+oodbench/core/usercode.py and then behaves as a built-in: validated on construction,
+scored by the same stage, listed by ``oodbench methods``, checked by
+``oodbench check-method`` (oodbench/methods/contract.py). oodbench/methods/usermethod.py
+loads it and turns its errors into one line naming the key and the user's file:line.
 """
 
 from __future__ import annotations
@@ -30,12 +39,14 @@ import numpy as np
 
 from oodbench.core.errors import DataError, OodbenchError, ParamsError
 from oodbench.core.typed import coerce
+from oodbench.core.usercode import is_reference
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import FeatureSet
+from oodbench.methods.usermethod import building, user_class
 
 PACKAGE = "oodbench.methods"
 #: modules of this package that hold no method
-NOT_METHODS = frozenset({"base"})
+NOT_METHODS = frozenset({"base", "contract", "contract_rules", "usermethod"})
 
 
 class NotFittedError(OodbenchError):
@@ -91,7 +102,8 @@ class FitData:
 class Detector:
     """Base class. Subclasses are dataclasses; their fields are the hyperparameters."""
 
-    #: the registered name, which is also the module's name
+    #: the registered name, which is also the module's name; for a user's own class the
+    #: ``path/file.py:ClassName`` it was loaded from (set by :func:`lookup`)
     name: ClassVar[str] = ""
     #: what fit() needs besides the classifier: any of "train", "labels", "val"
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -198,14 +210,19 @@ def method_modules() -> list[str]:
     return sorted(n for n in names if n not in NOT_METHODS and not n.startswith("_"))
 
 
-def lookup(name: str, where: str | None = None) -> type[Detector]:
-    """The class of method `name`, importing its module on first use."""
+def lookup(name: str, where: str | None = None, root: Path | None = None) -> type[Detector]:
+    """The class of method `name`: a registered name, its module imported on first use,
+    or a user's own class ``path/file.py:ClassName`` in the project at `root` (default:
+    the working directory, which is the project root under DVC and for the CLI)."""
+    where = where or f"methods.{name}"
+    if is_reference(name):
+        return user_class(name, where, root, Detector)
     if name not in _REGISTRY and name in method_modules():
         importlib.import_module(f"{PACKAGE}.{name}")
     if name not in _REGISTRY:
-        where = where or f"methods.{name}"
         raise ParamsError(
-            f"{where}: unknown method {name!r}; known methods are {', '.join(registry())}"
+            f"{where}: unknown method {name!r}; known methods are {', '.join(registry())}, "
+            "or your own class as 'path/file.py:ClassName' (docs/extending.md)"
         )
     return _REGISTRY[name]
 
@@ -217,12 +234,18 @@ def registry() -> dict[str, type[Detector]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def create(name: str, params: dict[str, Any] | None = None, where: str | None = None) -> Detector:
+def create(
+    name: str,
+    params: dict[str, Any] | None = None,
+    where: str | None = None,
+    root: Path | None = None,
+) -> Detector:
     """Build detector `name` from its params block; unknown or missing keys name the key.
 
-    `where` is the params.yaml key the block came from (default ``methods.<name>``)."""
+    `where` is the params.yaml key the block came from (default ``methods.<name>``);
+    `root` the project a user's own class (``path/file.py:Class``) is loaded from."""
     where = where or f"methods.{name}"
-    cls = lookup(name, where)
+    cls = lookup(name, where, root)
     fields = {f.name: f for f in cls.hyperparameter_fields()}
     params = dict(params or {})
     for key in params:
@@ -238,11 +261,14 @@ def create(name: str, params: dict[str, Any] | None = None, where: str | None = 
     ]
     if missing:
         raise ParamsError(f"{where}.{missing[0]}: required hyperparameter of {name} is not set")
-    return cls(**params, params_key=where)
+    # a user's own __post_init__ / validate, or type hints that do not resolve: one line
+    with building(name, where, root):
+        return cls(**params, params_key=where)
 
 
 def method_of(key: str, block: dict[str, Any] | None) -> str:
-    """The registered method a ``methods.<key>`` block runs: its ``method:``, else the key."""
+    """The method a ``methods.<key>`` block runs: its ``method:`` (a registered name or a
+    user's ``path/file.py:Class``), else the key."""
     if block is not None and not isinstance(block, dict):
         raise ParamsError(f"methods.{key}: expected a mapping of hyperparameters, got {block!r}")
     name = (block or {}).get("method", key)
@@ -251,12 +277,14 @@ def method_of(key: str, block: dict[str, Any] | None) -> str:
     return name
 
 
-def from_params(key: str, block: dict[str, Any] | None) -> Detector:
+def from_params(key: str, block: dict[str, Any] | None, root: Path | None = None) -> Detector:
     """The detector of params block ``methods.<key>``.
 
     The block may name a registered method with ``method:``, so one method can run
     under several keys with different settings (``mahalanobis_pp: {method:
-    mahalanobis, normalize: true}``); by default the key is the method's name."""
+    mahalanobis, normalize: true}``), or a user's own class (``method:
+    mymethods/cosine.py:CosineToMeans``, loaded from the project at `root`); by
+    default the key is the method's name."""
     name = method_of(key, block)
     rest = {k: v for k, v in (block or {}).items() if k != "method"}
-    return create(name, rest, where=f"methods.{key}")
+    return create(name, rest, where=f"methods.{key}", root=root)

@@ -38,7 +38,7 @@ def validate(params: dict[str, Any], root: Path = Path()) -> Benchmark:
     bench = Benchmark.of(params)
     check_datasets(params, bench)
     check_backbones(params, bench, root)
-    check_methods(params, bench)
+    check_methods(params, bench, root)
     check_settings(params)
     return bench
 
@@ -152,7 +152,7 @@ def check_model_files(name: str, cfg: dict[str, Any], bench: Benchmark, root: Pa
         check_folder(where, cfg["imported"], bench.datasets, cfg["fc"] == "head", root)
 
 
-def check_methods(params: dict[str, Any], bench: Benchmark) -> None:
+def check_methods(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> None:
     from oodbench.methods.base import from_params
 
     blocks = P.get(params, "methods", dict)
@@ -166,7 +166,7 @@ def check_methods(params: dict[str, Any], bench: Benchmark) -> None:
                     f"params.yaml: {where}[{i}]: {key!r} has no methods.{key} block; "
                     "add one (it may be {} for the defaults)"
                 )
-            from_params(key, blocks[key])
+            from_params(key, blocks[key], root)  # a user's class: imported from `root`
 
 
 def check_settings(params: dict[str, Any]) -> None:

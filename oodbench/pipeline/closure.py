@@ -72,8 +72,12 @@ def _parse_imports(path: Path, mtime_ns: int, package: tuple[str, ...]) -> tuple
     return tuple(names)
 
 
-def closure(entries: Iterable[str], root: Path) -> list[str]:
-    """Every project file the `entries` (paths relative to `root`) run, sorted."""
+def closure(entries: Iterable[str], root: Path, only: str | None = None) -> list[str]:
+    """Every project file the `entries` (paths relative to `root`) run, sorted.
+
+    `only`: follow the modules of this top-level package alone, for a `root` that holds
+    other packages too (an installed package's own files among the libraries beside it
+    in site-packages)."""
     seen: set[str] = set()
     todo = list(entries)
     while todo:
@@ -83,6 +87,8 @@ def closure(entries: Iterable[str], root: Path) -> list[str]:
         seen.add(current)
         package = tuple(package_of(current))
         for module in direct_imports(root / current, package):
+            if only is not None and module.split(".")[0] != only:
+                continue
             found = module_path(module, root)
             if found is not None:
                 todo += [found, *packages_of(module, root)]

@@ -12,6 +12,10 @@ Every stage lists exactly what it reads, so a change reruns only what it can cha
   every stage;
 - data: the artifacts it reads, one dependency per artifact (a feature folder, the fc
   file, a manifest), and the files params.yaml names (a checkpoint, a groups file).
+In a project outside a clone of this repository (``oodbench init``), the stages run the
+installed package instead of ``stages/*.py`` and a ``package`` stage records its
+identity (oodbench/pipeline/layout.py); a user's own method file and the project modules
+it imports are code of that method's score stages (and of the check stage).
 DVC cannot interpolate ``${backbones.${item}.checkpoint}`` or lists of varying length,
 which is why the file is generated rather than written with ``matrix:``. Stage names
 are ``<kind>-<backbone>-<method|dataset>`` (names hold no ``-``; DVC allows no ``@`` in
@@ -30,6 +34,8 @@ from oodbench.core import params as P
 from oodbench.core.errors import OodbenchError
 from oodbench.formats import paths, specs
 from oodbench.methods.base import lookup
+from oodbench.methods.usermethod import code_group
+from oodbench.pipeline import layout
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
 from oodbench.pipeline.resolve import (
@@ -56,6 +62,11 @@ def script(kind: str) -> str:
     return f"stages/{kind}.py"
 
 
+def command(kind: str, root: Path) -> str:
+    """``python stages/<kind>.py`` in a clone, the installed package's stage elsewhere."""
+    return layout.stage_command(kind, root)
+
+
 def code(root: Path, *entries: str) -> list[str]:
     return closure(entries, root)
 
@@ -73,12 +84,14 @@ def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
     ``pipelines/<bb>/dvc.yaml`` one backbone's extract, fc, score and evaluate stages."""
     bench = Benchmark.of(params)
     shared: Stages = {}
+    if not layout.is_clone(root):
+        shared["package"] = package_stage(root)
     if demo_used(params, bench):
         shared["demo"] = demo_stage(root)
     shared["check"] = check_stage(params, bench, root)
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
-    shared["leaderboard"] = leaderboard_stage(bench)
+    shared["leaderboard"] = leaderboard_stage(bench, root)
     files = {paths.PIPELINE.as_posix(): shared}
     for backbone in bench.backbones:
         files[paths.backbone_pipeline(backbone).as_posix()] = backbone_stages(
@@ -101,8 +114,8 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
             stages[f"extract-{dataset}"] = extract_stage(backbone, model, dataset, root, code_group)
     head = backbone_block(params, backbone)
     stages["fc"] = fc_stage(bench, backbone, head, root, fc_group(params, bench, backbone))
-    if precomputed_by(params, bench.methods_of(backbone)):
-        stages["subspace"] = subspace_stage(bench, backbone)
+    if precomputed_by(params, bench.methods_of(backbone), root):
+        stages["subspace"] = subspace_stage(bench, backbone, root)
     for method in bench.methods_of(backbone):
         stages[f"score-{method}"] = score_stage(params, bench, backbone, method, root)
     stages["evaluate"] = evaluate_stage(bench, backbone, root, csid_sets(params, bench))
@@ -145,42 +158,54 @@ def spec_outputs(params: dict[str, Any], bench: Benchmark, root: Path) -> list[s
     return [spec(path) for path in resolve(params, bench, root)]
 
 
+def package_stage(root: Path) -> dict[str, Any]:
+    """Outside a clone: the installed package's identity, checked at every ``dvc repro``
+    (DVC cannot see a package); the file changes, and the check stage reruns, only when
+    the package does."""
+    return {
+        "cmd": command("package", root),
+        "always_changed": True,
+        "outs": [{spec(specs.package_spec()): {"cache": False}}],
+    }
+
+
+def package_code(root: Path, *entries: str) -> list[str]:
+    """A stage's own code dependencies: its closure in a clone, else the package's identity."""
+    return code(root, *entries) if layout.is_clone(root) else [spec(specs.package_spec())]
+
+
 def demo_stage(root: Path) -> dict[str, Any]:
     from oodbench.data.demo import DATASETS
 
     return {
-        "cmd": f"python {script('demo')}",
-        "deps": code(root, script("demo")),
+        "cmd": command("demo", root),
+        "deps": package_code(root, script("demo")),
         "params": ["demo"],
         "outs": [DEMO_ROOT, *(paths.datalist_path(d).as_posix() for d in DATASETS)],
     }
 
 
 def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[str, Any]:
+    package = ["oodbench", "stages"] if layout.is_clone(root) else [spec(specs.package_spec())]
     return {
-        "cmd": f"python {script('check')}",
+        "cmd": command("check", root),
         # the lists decide which classes files exist (DVC refuses dvc.yaml as a dependency);
-        # the user's own code (a model: file and what it imports) is digested here too
-        "deps": [paths.DATALISTS.as_posix(), "oodbench", "stages", *user_code(params, bench, root)],
+        # the code: the package, and the user's own files (methods, models) it digests
+        "deps": [
+            paths.DATALISTS.as_posix(),
+            *package,
+            *layout.all_user_files(params, bench, root),
+        ],
         # the whole file: a key removed from params.yaml is a change too
         "params": [{P.PARAMS_FILE.as_posix(): None}],
         "outs": [{out: {"cache": False}} for out in spec_outputs(params, bench, root)],
     }
 
 
-def user_code(params: dict[str, Any], bench: Benchmark, root: Path) -> list[str]:
-    """Project files outside the package that some stage runs (a ``model:`` file and the
-    project modules it imports): the check stage writes their digests, so it reads them."""
-    from oodbench.pipeline.resolve import code_groups
-
-    files = {f for entries in code_groups(params, bench).values() for f in closure(entries, root)}
-    return sorted(f for f in files if not f.startswith(("oodbench/", "stages/")))
-
-
 def materialize_stage(dataset: str, root: Path) -> dict[str, Any]:
     classes = paths.classes_list_path(dataset)
     return {
-        "cmd": f"python {script('materialize')} --dataset {dataset}",
+        "cmd": f"{command('materialize', root)} --dataset {dataset}",
         "deps": [
             spec(specs.dataset_spec(dataset)),
             paths.datalist_path(dataset).as_posix(),
@@ -198,7 +223,7 @@ def extract_stage(
     backbone: str, model: dict[str, Any], dataset: str, root: Path, code_group: str = "extract"
 ) -> dict[str, Any]:
     return {
-        "cmd": f"python {script('extract')} --backbone {backbone} --dataset {dataset}",
+        "cmd": f"{command('extract', root)} --backbone {backbone} --dataset {dataset}",
         "deps": [
             spec(specs.model_spec(backbone)),
             spec(specs.extract_spec()),
@@ -217,7 +242,7 @@ def import_stage(backbone: str, folder: str, dataset: str, root: Path) -> dict[s
     from oodbench.data.imported import fc_source, feature_source
 
     return {
-        "cmd": f"python {script(IMPORT)} --backbone {backbone} --dataset {dataset}",
+        "cmd": f"{command(IMPORT, root)} --backbone {backbone} --dataset {dataset}",
         "deps": [
             spec(specs.model_spec(backbone)),
             paths.manifest_path(dataset).as_posix(),
@@ -250,7 +275,7 @@ def fc_stage(
     else:
         head_file = []
     return {
-        "cmd": f"python {script('fc')} --backbone {backbone}{features_option(bench, backbone)}",
+        "cmd": f"{command('fc', root)} --backbone {backbone}{features_option(bench, backbone)}",
         "deps": [
             spec(specs.fc_spec(backbone)),
             *([paths.features_dir(source, bench.id_train).as_posix()] if trained else []),
@@ -267,23 +292,24 @@ def fc_stage(
     }
 
 
-def precomputed_by(params: dict[str, Any], methods: list[str]) -> set[str]:
+def precomputed_by(params: dict[str, Any], methods: list[str], root: Path = Path()) -> set[str]:
     """The files computed ahead for these methods (``Detector.precomputed``: the ViM
     subspace, shared by vim and residual)."""
     found = set()
     for key in methods:
         try:
-            found.add(lookup(method_name(params, key)).precomputed)
+            found.add(lookup(method_name(params, key), f"methods.{key}", root).precomputed)
         except OodbenchError:
-            continue  # an unknown method: the check stage says so
+            continue  # an unknown method, a broken user file: the check stage says so
     return found - {None}
 
 
-def subspace_stage(bench: Benchmark, backbone: str) -> dict[str, Any]:
+def subspace_stage(bench: Benchmark, backbone: str, root: Path = Path()) -> dict[str, Any]:
     """The ViM subspace of ID train, once per backbone for its vim and residual stages."""
     source = bench.features_of(backbone)
+    option = features_option(bench, backbone)
     return {
-        "cmd": f"python {script('subspace')} --backbone {backbone}{features_option(bench, backbone)}",
+        "cmd": f"{command('subspace', root)} --backbone {backbone}{option}",
         "deps": [
             spec(specs.scoring_spec()),
             paths.features_dir(source, bench.id_train).as_posix(),
@@ -295,10 +321,10 @@ def subspace_stage(bench: Benchmark, backbone: str) -> dict[str, Any]:
     }
 
 
-def reads_train(name: str) -> bool:
+def reads_train(name: str, where: str | None = None, root: Path = Path()) -> bool:
     """Whether the method fits on ID train (an unknown one: the check stage says so)."""
     try:
-        return bool(lookup(name).requires & {"train", "labels", "val"})
+        return bool(lookup(name, where, root).requires & {"train", "labels", "val"})
     except OodbenchError:
         return True
 
@@ -307,11 +333,12 @@ def score_stage(
     params: dict[str, Any], bench: Benchmark, backbone: str, method: str, root: Path
 ) -> dict[str, Any]:
     name = method_name(params, method)
-    sets = [*([bench.id_train] if reads_train(name) else []), bench.id_val, *bench.ood]
+    train = reads_train(name, f"methods.{method}", root)
+    sets = [*([bench.id_train] if train else []), bench.id_val, *bench.ood]
     source = bench.features_of(backbone)
-    command = f"python {script('score')} --backbone {backbone} --method {method}"
+    line = f"{command('score', root)} --backbone {backbone} --method {method}"
     return {
-        "cmd": command + features_option(bench, backbone),
+        "cmd": line + features_option(bench, backbone),
         "deps": [
             spec(specs.method_spec(method)),
             spec(specs.scoring_spec()),
@@ -321,20 +348,20 @@ def score_stage(
             paths.classes_record_path(bench.id_val).as_posix(),
             *(
                 [paths.subspace_path(backbone).as_posix()]
-                if precomputed_by(params, [method])
+                if precomputed_by(params, [method], root)
                 else []
             ),
-            spec(specs.code_digest(f"score-{name}")),
+            spec(specs.code_digest(code_group(method, name))),
         ],
         "outs": [paths.scores_path(backbone, method).as_posix()],
     }
 
 
-def leaderboard_stage(bench: Benchmark) -> dict[str, Any]:
+def leaderboard_stage(bench: Benchmark, root: Path = Path()) -> dict[str, Any]:
     """The leaderboard of every backbone; as the last stage of dvc.yaml it also makes a
     plain `dvc repro` run every backbone's pipeline file."""
     return {
-        "cmd": f"python {script('leaderboard')} --backbones {','.join(bench.backbones)}",
+        "cmd": f"{command('leaderboard', root)} --backbones {','.join(bench.backbones)}",
         "deps": [
             *(paths.metrics_path(b).as_posix() for b in bench.backbones),
             spec(specs.code_digest("leaderboard")),
@@ -355,7 +382,7 @@ def evaluate_stage(
 ) -> dict[str, Any]:
     source = bench.features_of(backbone)
     return {
-        "cmd": f"python {script('evaluate')} --backbone {backbone}{features_option(bench, backbone)}",
+        "cmd": f"{command('evaluate', root)} --backbone {backbone}{features_option(bench, backbone)}",
         "deps": [
             spec(specs.evaluate_spec(backbone)),
             *(paths.scores_path(backbone, m).as_posix() for m in bench.methods_of(backbone)),

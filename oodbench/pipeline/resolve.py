@@ -12,6 +12,7 @@ from typing import Any
 
 from oodbench.core import params as P
 from oodbench.formats import paths, specs
+from oodbench.pipeline import layout
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
 
@@ -34,30 +35,49 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
         out[specs.fc_spec(backbone)] = fc_spec(params, bench, backbone, model)
         out[specs.evaluate_spec(backbone)] = evaluate_spec(params, bench, backbone)
     for method in bench.all_methods:
-        out[specs.method_spec(method)] = method_spec(params, method)
+        out[specs.method_spec(method)] = method_spec(params, method, root)
     out[specs.scoring_spec()] = scoring_spec(params, bench)
-    for group, entries in code_groups(params, bench).items():
-        out[specs.code_digest(group)] = code_spec(entries, root)
+    clone = layout.is_clone(root)
+    for group, entries in code_groups(params, bench, root).items():
+        out[specs.code_digest(group)] = code_spec(entries, root, clone)
     return out
 
 
-def code_groups(params: dict[str, Any], bench: Benchmark) -> dict[str, list[str]]:
+def code_groups(
+    params: dict[str, Any], bench: Benchmark, root: Path = Path()
+) -> dict[str, list[str]]:
     """The entry files of each group of stages that run the same code: a stage kind, or
-    the score stages of one registered method (``score-<name>``: the script + its module)."""
+    the score stages of one registered method (``score-<name>``: the script + its module),
+    or of one key running a user's own class (``score-user-<key>``: the script + the
+    user's file and its packages). Outside a clone a kind's entry is the package module
+    its stage runs (layout.py ``STAGE_MODULES``) instead of ``stages/<kind>.py``."""
+    from oodbench.methods.usermethod import code_group
+
+    def script(kind: str) -> str:
+        return layout.stage_entry(kind, root)
+
     kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard", "subspace")
-    groups = {kind: [f"stages/{kind}.py"] for kind in kinds}
+    groups = {kind: [script(kind)] for kind in kinds}
+    users = layout.user_methods(params, bench)
     for key in bench.all_methods:
         name = method_name(params, key)
-        groups[f"score-{name}"] = ["stages/score.py", f"oodbench/methods/{name}.py"]
+        if key in users:
+            entries = layout.entry_files(users[key], root)
+            groups[code_group(key, name)] = [script("score"), *entries]
+        else:
+            groups[code_group(key, name)] = [script("score"), f"oodbench/methods/{name}.py"]
+    models = layout.user_models(params, bench)
     for backbone in bench.backbones:  # a user's model file: code of that backbone's stages only
         source = bench.features_of(backbone)
-        file = user_model_file(params, source)
-        if file is not None and source == backbone:
-            groups[extract_group(params, backbone)] = ["stages/extract.py", file]
-        if file is not None and fc_loads_model(backbone_block(params, backbone)):
-            groups[fc_group(params, bench, backbone)] = ["stages/fc.py", file]
+        if source not in models:
+            continue
+        entries = layout.entry_files(models[source], root)
+        if source == backbone:
+            groups[extract_group(params, backbone)] = [script("extract"), *entries]
+        if fc_loads_model(backbone_block(params, backbone)):
+            groups[fc_group(params, bench, backbone)] = [script("fc"), *entries]
     if any(backbone_block(params, b).get("imported") for b in bench.backbones):
-        groups[IMPORT] = [f"stages/{IMPORT}.py"]
+        groups[IMPORT] = [script(IMPORT)]
     return groups
 
 
@@ -120,20 +140,35 @@ def reads_images(params: dict[str, Any], bench: Benchmark) -> bool:
 
 
 def method_name(params: dict[str, Any], key: str) -> str:
-    """The registered method a ``methods.<key>`` block runs."""
+    """The method a ``methods.<key>`` block runs: a registered name or ``path/file.py:Class``."""
     from oodbench.methods.base import method_of
 
     block = (params.get("methods") or {}).get(key)
     return method_of(key, block if isinstance(block, dict) else None)
 
 
-def code_spec(entries: list[str], root: Path) -> dict[str, Any]:
-    """The sha256 of every file the entries run (the closure of their imports)."""
-    files = closure(entries, root)
-    return {
-        "entries": entries,
-        "files": {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files},
-    }
+def code_spec(entries: list[str], root: Path, clone: bool = True) -> dict[str, Any]:
+    """The sha256 of every file the entries run (the closure of their imports).
+
+    Outside a clone the package's entries (``oodbench/...``) are followed in the
+    installed package (layout.py ``package_root``) and the user's in the project, and the
+    stage dispatcher the commands run is added: so an upgrade of oodbench, like an edit
+    in a clone, reruns only the stages whose code it changes."""
+    if clone:
+        files = {f: sha256(root / f) for f in closure(entries, root)}
+        return {"entries": entries, "files": files}
+    installed = layout.package_root()
+    ours = [e for e in entries if e.startswith(layout.PACKAGE_PREFIX)]
+    theirs = [e for e in entries if not e.startswith(layout.PACKAGE_PREFIX)]
+    ours += [layout.STAGE_ENTRY] if ours else []  # run_main: how every stage starts and ends
+    package = [*closure(ours, installed, only="oodbench"), layout.DISPATCHER]
+    files = {f: sha256(installed / f) for f in package}
+    files |= {f: sha256(root / f) for f in closure(theirs, root)}
+    return {"entries": entries, "files": files}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def dataset_spec(
@@ -190,10 +225,10 @@ def fc_spec(
     }
 
 
-def method_spec(params: dict[str, Any], key: str) -> dict[str, Any]:
+def method_spec(params: dict[str, Any], key: str, root: Path = Path()) -> dict[str, Any]:
     from oodbench.methods.base import from_params
 
-    detector = from_params(key, P.get(params, "methods", dict).get(key))
+    detector = from_params(key, P.get(params, "methods", dict).get(key), root)
     return {
         "key": key,
         "method": detector.name,

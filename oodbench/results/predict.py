@@ -29,7 +29,7 @@ from oodbench.data.images import open_checked
 from oodbench.data.oneclass import one_class_of
 from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.paths import fc_path
-from oodbench.methods import Detector, from_params
+from oodbench.methods import Detector, errors_of, from_params
 from oodbench.results.fitdata import load_fit_data
 
 KEEP_ID = 95.0  # percent of ID val kept above the threshold
@@ -100,11 +100,13 @@ def predict(
     for method, detector in detectors.items():
         # the score stage's own loader: the same rows, class names and one-class cut
         data, _ = load_fit_data(backbone, detector, fc, *sets, one_class, fc_backbone=backbone)
-        detector.fit(data)
+        with errors_of(detector, "fit"):  # a user's method: one line naming its line
+            detector.fit(data)
         val = data.val  # ID val as fitted on (class K only in one-class mode)
-        val_scores = detector.score(val.features, fc.logits(val.features))
+        with errors_of(detector, "score"):
+            val_scores = detector.score(val.features, fc.logits(val.features))
+            score = float(np.asarray(detector.score(feature, image_logits)).ravel()[0])
         threshold = float(np.percentile(val_scores, 100 - KEEP_ID))
-        score = float(np.asarray(detector.score(feature, image_logits)).ravel()[0])
         verdicts.append(MethodVerdict(method, score, threshold, bool(score >= threshold)))
     return Prediction(str(image), backbone, top_classes(fc, feature, top), verdicts, skipped)
 

@@ -22,7 +22,7 @@ import numpy as np
 from oodbench.formats.atomic import atomic_path
 from oodbench.formats.paths import SCORES, classes_record_path, fc_path, features_dir
 from oodbench.formats.specs import code_digest, method_spec
-from oodbench.methods import Detector
+from oodbench.methods import Detector, code_group
 
 CACHE = SCORES / ".cache"
 
@@ -49,7 +49,7 @@ def fit_key(
     needs_train = bool(detector.requires & {"train", "labels"})
     parts = {
         "method": file_digest(method_spec(method)),
-        "code": file_digest(code_digest(f"score-{detector.name}")),
+        "code": file_digest(code_digest(code_group(method, detector.name))),
         "fc": file_digest(fc_path(backbone)),
         "train": folder_digest(features_dir(source, spec["id_train"])) if needs_train else None,
         "train_classes": file_digest(classes_record_path(spec["id_train"])),

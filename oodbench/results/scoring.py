@@ -35,7 +35,7 @@ from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.paths import fc_path, features_dir, scores_path, subspace_path
 from oodbench.formats.scores import save_scores, save_skipped
 from oodbench.formats.specs import method_spec, read_spec, scoring_spec
-from oodbench.methods import Detector, create
+from oodbench.methods import Detector, create, errors_of
 from oodbench.methods.shared.threads import blas_threads, cpu_threads, limit_blas_threads
 from oodbench.results import scorecache
 from oodbench.results.fitdata import check_finite, load_fit_data
@@ -104,7 +104,7 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
                 spec["one_class"],
                 fc_backbone=backbone,
             )
-        with clock("fit"):
+        with clock("fit"), errors_of(detector, "fit"):
             detector.fit(data)
         del data  # the train rows: what the detector keeps of them is its own
         for name in missing:
@@ -116,7 +116,7 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
                         features_dir(source, name), backbone=source, logits=False
                     )
                     check_finite(features)
-            with clock("score"):
+            with clock("score"), errors_of(detector, f"score on {name!r}"):
                 scores = score_set(detector, features, fc)
             found[name] = (features.index, scores)
             with clock("write"):
@@ -157,10 +157,20 @@ def score_set(
     def score_block(start: int) -> None:
         block = x[start : start + step]
         logits = fc.logits(block) if detector.reads_logits else None
-        raw = np.asarray(detector.score(block, logits), np.float64)
+        raw = detector.score(block, logits)
+        try:
+            raw = np.asarray(raw, np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(
+                f"{detector.params_key}: score() returned {type(raw).__name__} that is not an "
+                f"array of numbers on dataset {features.dataset!r} ({err}); return one float "
+                "per row"
+            ) from None
         if raw.shape != (len(block),):
             raise DataError(
-                f"{detector.params_key} returned shape {raw.shape} for {len(block)} rows"
+                f"{detector.params_key}: score() returned shape {raw.shape} for {len(block)} "
+                f"rows of dataset {features.dataset!r}; it must return one float per row, "
+                f"shape ({len(block)},)"
             )
         scores[start : start + len(block)] = raw
 
@@ -176,7 +186,8 @@ def score_set(
     if bad.size:
         raise DataError(
             f"{detector.params_key} produced {bad.size} NaN/Inf scores on dataset "
-            f"{features.dataset!r} (manifest index {features.index[bad[:10]].tolist()}); "
-            "check its options in params.yaml (e.g. klm `empty: nan` poisons every score)"
+            f"{features.dataset!r} ({bad.size} of {n} rows; manifest index "
+            f"{features.index[bad[:10]].tolist()}); "
+            "check its options in params.yaml or its code (e.g. klm `empty: nan` poisons every score)"
         )
     return scores

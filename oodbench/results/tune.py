@@ -51,7 +51,7 @@ from oodbench.formats.atomic import write_text
 from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.paths import fc_path, features_dir
-from oodbench.methods import FitData, from_params
+from oodbench.methods import FitData, errors_of, from_params
 from oodbench.results.fitdata import load_id_set, named
 from oodbench.results.metrics import auroc
 
@@ -177,11 +177,13 @@ def search(
     def score(point: dict[str, Any]) -> tuple[float | None, str]:
         try:
             detector = from_params(method, {**block, **point})
-            detector.fit(FitData(fc=fc, train=split.fit, val=split.val))
-            value = auroc(
-                detector.score(evaluate, logits["id"]),
-                detector.score(ood_rows.features, logits["ood"]),
-            )
+            with errors_of(detector, "fit"):  # a user's method: one line naming its line
+                detector.fit(FitData(fc=fc, train=split.fit, val=split.val))
+            with errors_of(detector, "score"):
+                value = auroc(
+                    detector.score(evaluate, logits["id"]),
+                    detector.score(ood_rows.features, logits["ood"]),
+                )
         except OodbenchError as err:  # e.g. k larger than the bank, dim >= D
             return None, str(err)
         return value, ""
