@@ -30,7 +30,8 @@ from oodbench.pipeline.layout import folder_digest
 from tests.conftest import ROOT, SMALL_DEMO
 from tests.own_method import BLOCK, auroc_loop, cosine_scores, write_method
 
-pytestmark = pytest.mark.slow
+# one wheel, one venv, one project: every test of the module on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("init")]
 SCORE_COS = "pipelines/lite0/dvc.yaml:score-cos"
 
 
