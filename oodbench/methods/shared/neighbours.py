@@ -11,7 +11,10 @@ Both need the k largest inner products of each query with a bank of up to 200k r
   ``IndexFlatL2`` on normalised features, the same neighbours). Exact as well; it
   agrees with torch to float32 rounding (``tests/test_methods_knn.py`` measures it).
 
-Threads: torch and faiss use :func:`~oodbench.methods.shared.threads.cpu_threads`.
+Threads: the same neighbours and similarities, bit for bit, whatever the thread count.
+torch uses :func:`~oodbench.methods.shared.threads.cpu_threads` threads, its products
+computed by oneMKL in strict CNR mode (oodbench/core/threads.py); faiss searches fixed
+blocks of queries from that many threads, one faiss and BLAS thread each.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.methods.shared.checks import SmallBankWarning, warn_fit
 from oodbench.methods.shared.logits import logsumexp_block
-from oodbench.methods.shared.threads import cpu_threads
+from oodbench.methods.shared.threads import cpu_threads, ordered_map
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +62,6 @@ class Bank:
         self.shape = rows.shape
         if backend == "faiss":
             faiss = _faiss(where)
-            faiss.omp_set_num_threads(cpu_threads())
             self._index = faiss.IndexFlatIP(rows.shape[1])
             self._index.add(rows)  # the index keeps its own copy
         else:
@@ -82,9 +84,23 @@ class Bank:
             raise DataError(f"k={k} neighbours requested from a bank of only {len(self)} rows")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.backend == "faiss":
-            values, rows = self._index.search(queries, k)
-            return values, rows.astype(np.int64)
+            return self._search_faiss(queries, k)
         return self._search_torch(queries, k)
+
+    def _search_faiss(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed blocks of queries searched from a thread pool, faiss and its BLAS on one
+        thread per block: its products then have the same bits whatever the thread
+        count (oodbench/methods/shared/threads.py)."""
+        faiss = _faiss("")
+
+        def search_block(start: int) -> tuple[np.ndarray, np.ndarray]:
+            faiss.omp_set_num_threads(1)  # this thread's OpenMP (faiss's BLAS follows it)
+            return self._index.search(queries[start : start + QUERY_ROWS], k)
+
+        found = list(ordered_map(search_block, range(0, len(queries), QUERY_ROWS)))
+        values = np.concatenate([np.empty((0, k), np.float32), *(v for v, _ in found)])
+        rows = np.concatenate([np.empty((0, k), np.int64), *(r for _, r in found)])
+        return values, rows.astype(np.int64)
 
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -149,8 +165,9 @@ def neighbour_count(
 
 
 def energies(features: np.ndarray, fc: Linear, rows: int = 8192) -> np.ndarray:
-    """logsumexp of the float32 logits per row, streamed so [N, C] never exists at once."""
-    out = np.empty(len(features), dtype=np.float32)
-    for s in range(0, len(features), rows):
-        out[s : s + rows] = logsumexp_block(fc.logits(features[s : s + rows]))
-    return out
+    """logsumexp of the float32 logits per row, streamed so [N, C] never exists at once
+    (fixed blocks of rows in a thread pool: oodbench/methods/shared/threads.py)."""
+    blocks = ordered_map(
+        lambda s: logsumexp_block(fc.logits(features[s : s + rows])), range(0, len(features), rows)
+    )
+    return np.concatenate([np.empty(0, np.float32), *blocks]).astype(np.float32, copy=False)
