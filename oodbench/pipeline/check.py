@@ -14,6 +14,7 @@ from typing import Any
 
 from oodbench.core import params as P
 from oodbench.core.errors import ParamsError
+from oodbench.formats.checkpoints import damage
 from oodbench.formats.specs import write_spec
 from oodbench.pipeline import dvcyaml
 from oodbench.pipeline.benchmark import Benchmark
@@ -117,6 +118,20 @@ def check_backbones(params: dict[str, Any], bench: Benchmark, root: Path) -> Non
                         f"params.yaml: backbones.{name}.{key}: file {ref} not found (paths are "
                         "relative to the project root)"
                     )
+        for ref in dvcyaml.local_file(cfg.get("checkpoint")):
+            check_checkpoint(root / ref, f"backbones.{name}.checkpoint")
+
+
+def check_checkpoint(path: Path, where: str) -> None:
+    """A truncated or damaged weights file stops the pipeline here, before DVC removes
+    anything of the stages that load it (oodbench/formats/checkpoints.py)."""
+    why = damage(path)
+    if why is not None:
+        raise ParamsError(
+            f"params.yaml: {where}: {path} is truncated or damaged ({why}); copy it again "
+            f"(or `dvc checkout {path}` if DVC tracks it) and rerun `dvc repro`. Nothing "
+            "else ran: the features and classifier of the last run are untouched"
+        )
 
 
 def check_methods(params: dict[str, Any], bench: Benchmark) -> None:

@@ -56,6 +56,15 @@ def spec(path: Path) -> str:
     return path.as_posix()
 
 
+def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
+    """An output DVC leaves in place while its stage runs (``persist``), instead of
+    deleting it first: a failing run keeps the last good one, since the stage writes
+    the new one beside it and renames it in only when complete. Used for outputs that
+    are costly to remake (features, manifests) or that a user may have edited (the
+    demo's lists); ``persist`` turns DVC's run-cache off for the stage."""
+    return {path: {"persist": True, **options}}
+
+
 Stages = dict[str, dict[str, Any]]
 
 
@@ -70,6 +79,7 @@ def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
     shared["check"] = check_stage(params, bench, root)
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
+    shared |= tune_set_stages(params, bench, root)
     shared["leaderboard"] = leaderboard_stage(bench)
     files = {paths.PIPELINE.as_posix(): shared}
     for backbone in bench.backbones:
@@ -85,7 +95,7 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
     source = bench.features_of(backbone)
     model = model_block(params, source)
     if source == backbone:  # an entry with `features: <bb>` reuses <bb>'s features
-        for dataset in bench.datasets:
+        for dataset in extracted_datasets(params, bench, backbone):
             stages[f"extract-{dataset}"] = extract_stage(backbone, model, dataset, root)
     head = {**model, **model_block(params, backbone)}
     stages["fc"] = fc_stage(bench, backbone, head, root)
@@ -96,6 +106,41 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
     stages["evaluate"] = evaluate_stage(bench, backbone, root)
     up = "/".join([".."] * (len(paths.backbone_pipeline(backbone).parts) - 1))
     return {name: {"wdir": up, **stage} for name, stage in stages.items()}
+
+
+def extracted_datasets(params: dict[str, Any], bench: Benchmark, source: str) -> list[str]:
+    """The datasets whose features of `source` some stage of the backbone files reads:
+    ID val and the OOD sets (score, evaluate), and ID train only when a backbone reading
+    `source`'s features trains its head on it or runs a method that fits on it. An
+    extract stage nothing reads would never run under `dvc repro` (which runs the stages
+    dvc.yaml needs) and would leave `dvc status` dirty for good."""
+    readers = [b for b in bench.backbones if bench.features_of(b) == source]
+    train = any(reads_id_train(params, bench, b) for b in readers)
+    wanted = {bench.id_val, *bench.ood, *([bench.id_train] if train else [])}
+    return [d for d in bench.datasets if d in wanted]
+
+
+def reads_id_train(params: dict[str, Any], bench: Benchmark, backbone: str) -> bool:
+    """Whether a stage of `backbone` reads its ID train features: a trained head (the fc
+    stage), or a method fitting on train (its score stage; the subspace stage's methods)."""
+    head = {**model_block(params, bench.features_of(backbone)), **model_block(params, backbone)}
+    methods = bench.methods_of(backbone)
+    trained = head.get("fc", "head") in TRAINED_HEADS
+    return trained or any(reads_train(method_name(params, m)) for m in methods)
+
+
+def tune_set_stages(params: dict[str, Any], bench: Benchmark, root: Path) -> Stages:
+    """``extract-<bb>-<ds>`` of ``benchmark.tune_ood`` for every backbone that extracts.
+    Only ``oodbench tune`` reads these features, no stage, so they live in dvc.yaml,
+    whose stages `dvc repro` always runs, rather than unread in a backbone's file."""
+    stages: Stages = {}
+    tune = bench.tune_ood
+    for backbone in bench.backbones:
+        extracts = bench.features_of(backbone) == backbone
+        if tune and extracts and tune not in extracted_datasets(params, bench, backbone):
+            model = model_block(params, backbone)
+            stages[f"extract-{backbone}-{tune}"] = extract_stage(backbone, model, tune, root)
+    return stages
 
 
 def address(file: str, stage: str) -> str:
@@ -128,6 +173,12 @@ def local_file(ref: Any) -> list[str]:
     return [ref]
 
 
+def checkpoints(params: dict[str, Any], bench: Benchmark) -> list[str]:
+    """The local weights files of the benchmark's backbones, each once."""
+    refs = [model_block(params, b).get("checkpoint") for b in bench.backbones]
+    return list(dict.fromkeys(path for ref in refs for path in local_file(ref)))
+
+
 def spec_outputs(params: dict[str, Any], bench: Benchmark, root: Path) -> list[str]:
     """The spec files the check stage writes (oodbench/formats/specs.py)."""
     return [spec(path) for path in resolve(params, bench, root)]
@@ -140,18 +191,20 @@ def demo_stage(root: Path) -> dict[str, Any]:
         "cmd": f"python {script('demo')}",
         "deps": code(root, script("demo")),
         "params": ["demo"],
-        "outs": [DEMO_ROOT, *(paths.datalist_path(d).as_posix() for d in DATASETS)],
+        # kept: the demo stage refuses to overwrite a list the user edited (data/demo.py)
+        "outs": [kept(DEMO_ROOT), *(kept(paths.datalist_path(d).as_posix()) for d in DATASETS)],
     }
 
 
 def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[str, Any]:
     return {
         "cmd": f"python {script('check')}",
-        # the lists decide which classes files exist (DVC refuses dvc.yaml as a dependency)
-        "deps": [paths.DATALISTS.as_posix(), "oodbench", "stages"],
+        # the lists decide which classes files exist (DVC refuses dvc.yaml as a dependency);
+        # the checkpoints: a replaced one is checked for damage before a stage loads it
+        "deps": [paths.DATALISTS.as_posix(), "oodbench", "stages", *checkpoints(params, bench)],
         # the whole file: a key removed from params.yaml is a change too
         "params": [{P.PARAMS_FILE.as_posix(): None}],
-        "outs": [{out: {"cache": False}} for out in spec_outputs(params, bench, root)],
+        "outs": [kept(out, cache=False) for out in spec_outputs(params, bench, root)],
     }
 
 
@@ -166,8 +219,8 @@ def materialize_stage(dataset: str, root: Path) -> dict[str, Any]:
             spec(specs.code_digest("materialize")),
         ],
         "outs": [
-            paths.manifest_path(dataset).as_posix(),
-            paths.classes_record_path(dataset).as_posix(),
+            kept(paths.manifest_path(dataset).as_posix()),
+            kept(paths.classes_record_path(dataset).as_posix()),
         ],
     }
 
@@ -183,7 +236,7 @@ def extract_stage(backbone: str, model: dict[str, Any], dataset: str, root: Path
             *local_file(model.get("clip_config")),  # a CLIP architecture file
             spec(specs.code_digest("extract")),
         ],
-        "outs": [paths.features_dir(backbone, dataset).as_posix()],
+        "outs": [kept(paths.features_dir(backbone, dataset).as_posix())],
     }
 
 
@@ -244,9 +297,10 @@ def subspace_stage(bench: Benchmark, backbone: str) -> dict[str, Any]:
 
 
 def reads_train(name: str) -> bool:
-    """Whether the method fits on ID train (an unknown one: the check stage says so)."""
+    """Whether the method fits on ID train (an unknown one: the check stage says so); one
+    that fits on ID val only reads the val features every score stage depends on."""
     try:
-        return bool(lookup(name).requires & {"train", "labels", "val"})
+        return bool(lookup(name).requires & {"train", "labels"})
     except OodbenchError:
         return True
 
