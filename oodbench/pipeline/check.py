@@ -126,12 +126,27 @@ def check_checkpoint(path: Path, where: str) -> None:
     """A truncated or damaged weights file stops the pipeline here, before DVC removes
     anything of the stages that load it (oodbench/formats/checkpoints.py)."""
     why = damage(path)
-    if why is not None:
-        raise ParamsError(
-            f"params.yaml: {where}: {path} is truncated or damaged ({why}); copy it again "
-            f"(or `dvc checkout {path}` if DVC tracks it) and rerun `dvc repro`. Nothing "
-            "else ran: the features and classifier of the last run are untouched"
+    if why is None:
+        return
+    fix = "copy it again and rerun `dvc repro`"
+    dvcfile = tracked_by(path)
+    if dvcfile is not None:  # `dvc repro` commits a changed tracked file before any stage
+        fix += (
+            f"; DVC tracks it, and `dvc repro` has recorded the damaged file in {dvcfile}: "
+            f"`git checkout {dvcfile} && dvc checkout {dvcfile}` brings back the committed one"
         )
+    raise ParamsError(
+        f"params.yaml: {where}: {path} is truncated or damaged ({why}); {fix}. Nothing else "
+        "ran: the features and classifier of the last run are untouched"
+    )
+
+
+def tracked_by(path: Path) -> Path | None:
+    """The ``.dvc`` file that tracks `path` or a folder holding it (``dvc add``), if any."""
+    for item in [path, *path.parents]:
+        if item.name and (dvcfile := item.with_name(f"{item.name}.dvc")).is_file():
+            return dvcfile
+    return None
 
 
 def check_methods(params: dict[str, Any], bench: Benchmark) -> None:

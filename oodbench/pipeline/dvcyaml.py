@@ -60,8 +60,10 @@ def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
     """An output DVC leaves in place while its stage runs (``persist``), instead of
     deleting it first: a failing run keeps the last good one, since the stage writes
     the new one beside it and renames it in only when complete. Used for outputs that
-    are costly to remake (features, manifests) or that a user may have edited (the
-    demo's lists); ``persist`` turns DVC's run-cache off for the stage."""
+    are costly to remake (features, manifests), that a user may have edited (the demo's
+    lists) and the specs (uncached: no run-cache to lose). ``persist`` turns DVC's
+    run-cache off for the stage, so fc, subspace and score outputs do not persist: an
+    experiment returning to an earlier setting restores them without recomputing."""
     return {path: {"persist": True, **options}}
 
 
