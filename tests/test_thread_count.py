@@ -4,7 +4,7 @@ One synthetic workspace, written with the project's own writers (feature shards 
 several row blocks and a partial one: 9,000 train rows are 3 blocks of the Gaussian
 fits, 2 of the ViM subspace; D = 384, where LAPACK's eigh, pinv and inv change their
 last bits with their thread count on the development machine), is copied twice; in
-each copy one process runs, with ``OODBENCH_THREADS=1`` and ``=3``, what the stages
+each copy two processes run, with ``OODBENCH_THREADS=1`` and ``=3``, what the stages
 run: the score stage of every registered method (and of the options with their own
 code paths: faiss kNN, class-averaged and normalised Mahalanobis, KL templates from ID
 val), the subspace stage, and the fc stage's trained heads (probe, MOS group head; PLP
@@ -47,12 +47,13 @@ VARIANTS = {
     "klm_val": ("klm", {"templates": "val_labels"}),
 }
 
-#: what one process runs, as the stages run it (run_main: oneMKL's strict CNR mode)
+#: what the stages run, one process for the score and subspace stages, one for the fc
+#: stage (each sets up its libraries as its stage does)
 RUNNER = """
 import sys
 import numpy as np
 from oodbench.core.entry import run_main
-from oodbench.core.threads import limit_blas_threads, size_torch_threads
+from oodbench.core.threads import limit_blas_threads, reproducible_mkl, size_torch_threads
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
 from oodbench.heads.export import export_classifier, fit_plp
@@ -60,21 +61,23 @@ from oodbench.heads.probe import ProbeConfig
 from oodbench.results.scoring import score_method
 from oodbench.results.subspace import write_subspace
 
-def main():
-    for key in sys.argv[1:]:
+def score():
+    for key in sys.argv[2:]:
         if key == "mos":
             score_method("mos_head", key, features="bb")
         else:
             score_method("bb", key)
     write_subspace("bb")
+
+def fc():
     export_classifier("probe_head", features="bb")
     export_classifier("mos_trained", features="bb")
-    limit_blas_threads(); size_torch_threads()  # what export_classifier sets up
+    reproducible_mkl(); limit_blas_threads(); size_torch_threads()  # as export_classifier
     fc, train = load_fc("features/bb/fc.safetensors"), load_features("features/bb/train")
     plp = fit_plp(train.features, fc.extras, None, ProbeConfig(epochs=2), "bb")
     np.save("plp_weight.npy", np.concatenate([plp.weight, plp.bias[:, None]], axis=1))
 
-run_main(main)
+run_main(score if sys.argv[1] == "score" else fc)
 """
 
 
@@ -150,10 +153,10 @@ def test_every_artifact_is_the_same_bits_for_one_and_three_threads(tmp_path: Pat
         shutil.copytree(base, root)
         env = {**os.environ, "OODBENCH_THREADS": threads, "PYTHONPATH": str(ROOT)}
         env.pop("MKL_CBWR", None)
-        result = subprocess.run(
-            [sys.executable, "-c", RUNNER, *keys], cwd=root, env=env, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        for part in (["score", *keys], ["fc"]):
+            command = [sys.executable, "-c", RUNNER, *part]
+            result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr[-3000:]
         produced[threads] = outputs(root)
     one, three = tmp_path / "threads1", tmp_path / "threads3"
     assert produced["1"] == produced["3"]
@@ -168,8 +171,8 @@ def test_every_artifact_is_the_same_bits_for_one_and_three_threads(tmp_path: Pat
 
 
 def test_extraction_is_the_same_bits_for_one_and_three_threads(demo_workspace: Path) -> None:
-    """Extraction is torch's convolutions (oneDNN) and linear layers (oneMKL, strict CNR):
-    the extract stage rerun with OODBENCH_THREADS=1 and =3 writes the very bytes `dvc
+    """Extraction is torch's convolutions (oneDNN) and linear layers (oneMKL, in its
+    default mode: strict CNR would cost 15-35% of their speed): the extract stage rerun with OODBENCH_THREADS=1 and =3 writes the very bytes `dvc
     repro` wrote with the default count. Measured, not promised by oneDNN for every model
     and CPU (README, "Determinism")."""
     folder = demo_workspace / "features" / "lite0" / "digits_id_val"

@@ -12,14 +12,10 @@ import sys
 from collections.abc import Callable
 
 from oodbench.core.errors import OodbenchError
-from oodbench.core.threads import reproducible_mkl
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Call `main`; turn OodbenchError and KeyboardInterrupt into a message and exit code.
-
-    torch's CPU products are made thread-count independent first (oodbench/core/threads.py)."""
-    reproducible_mkl()
+    """Call `main`; turn OodbenchError and KeyboardInterrupt into a message and exit code."""
     try:
         main()
     except OodbenchError as err:

@@ -9,9 +9,10 @@ dvc queue start -j 8`` on an 8-core machine.
 
 The count changes how fast a stage runs, never its numbers (README, "Determinism"):
 numpy's and scipy's BLAS run one thread per call (:func:`limit_blas_threads`; the cores
-are used by fixed row blocks in a thread pool, oodbench/methods/shared/threads.py), and
-torch's CPU matrix products run oneMKL in its strict conditional-numerical-
-reproducibility mode, set here for every stage and command before MKL's first call.
+are used by fixed row blocks in a thread pool, oodbench/methods/shared/threads.py), as
+do torch's kNN products; the fc stage, whose head training cannot be cut into blocks,
+runs torch's CPU products with oneMKL in its strict conditional-numerical-
+reproducibility mode (:func:`reproducible_mkl`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def cpu_threads() -> int:
 def reproducible_mkl() -> None:
     """Put oneMKL (torch's CPU BLAS on x86) in strict CNR mode unless the user chose a
     ``MKL_CBWR`` of their own. Call before torch's first matrix product: MKL reads the
-    variable once, at its first call (importing torch makes none)."""
+    variable once, at its first call (importing torch makes none). Only where a product
+    cannot be given one thread per fixed block (training a head): strict mode costs
+    15-35% of a CPU sgemm's speed on the development machine, so extraction runs
+    without it."""
     os.environ.setdefault(*MKL_CBWR)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from oodbench.core.errors import DataError, ParamsError
-from oodbench.core.threads import limit_blas_threads, size_torch_threads
+from oodbench.core.threads import limit_blas_threads, reproducible_mkl, size_torch_threads
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import Linear, save_fc
 from oodbench.formats.features import FeatureSet, load_features
@@ -53,6 +53,7 @@ def export_classifier(backbone: str, features: str | None = None) -> None:
     One BLAS thread, and torch's threads sized to the cores the process may use
     (``OODBENCH_THREADS``; its products run oneMKL in strict CNR mode): the trained
     head is the same bits whatever the thread count (oodbench/core/threads.py)."""
+    reproducible_mkl()  # before any torch product of this process (CLIP's text tower too)
     limit_blas_threads()
     spec = read_spec(fc_spec(backbone), f"backbones.{backbone}")
     if spec["fc"] in TRAINED:

@@ -279,10 +279,12 @@ def jpeg_pixels(bb: Backbone, cfg: Settings) -> JpegPixels | None:
 
 def select_device() -> torch.device:
     """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU, with
-    torch's threads sized to the cores the process may use (``OODBENCH_THREADS``)."""
+    torch's threads sized to the cores the process may use (``OODBENCH_THREADS``), unless
+    torchrun started several ranks on the CPU (it gives each ``OMP_NUM_THREADS=1``)."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    size_torch_threads()
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        size_torch_threads()
     return torch.device("cpu")
 
 

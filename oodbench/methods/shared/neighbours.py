@@ -12,9 +12,9 @@ Both need the k largest inner products of each query with a bank of up to 200k r
   agrees with torch to float32 rounding (``tests/test_methods_knn.py`` measures it).
 
 Threads: the same neighbours and similarities, bit for bit, whatever the thread count.
-torch uses :func:`~oodbench.methods.shared.threads.cpu_threads` threads, its products
-computed by oneMKL in strict CNR mode (oodbench/core/threads.py); faiss searches fixed
-blocks of queries from that many threads, one faiss and BLAS thread each.
+On the CPU both backends search fixed blocks of :data:`QUERY_ROWS` queries from
+:func:`~oodbench.methods.shared.threads.cpu_threads` worker threads, each block on one
+torch (or faiss and BLAS) thread.
 """
 
 from __future__ import annotations
@@ -103,26 +103,48 @@ class Bank:
         return values, rows.astype(np.int64)
 
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks of queries one after another on a GPU; on the CPU from a thread pool, one
+        torch thread per block (and one [QUERY_ROWS, BANK_ROWS] tile of 128 MB per
+        worker): a product's bits may depend on how many threads compute it, a block's
+        then do not (oodbench/methods/shared/threads.py)."""
+        import torch
+
+        starts = range(0, len(queries), QUERY_ROWS)
+        if self._tensor.device.type != "cpu":
+            found = [self._search_torch_block(queries[s : s + QUERY_ROWS], k) for s in starts]
+        else:
+            before = torch.get_num_threads()
+
+            def search_block(start: int) -> tuple[np.ndarray, np.ndarray]:
+                torch.set_num_threads(1)  # this thread's OpenMP, and MKL's
+                return self._search_torch_block(queries[start : start + QUERY_ROWS], k)
+
+            try:
+                found = list(ordered_map(search_block, starts))
+            finally:
+                torch.set_num_threads(before)
+        values = np.concatenate([np.empty((0, k), np.float32), *(v for v, _ in found)])
+        rows = np.concatenate([np.empty((0, k), np.int64), *(r for _, r in found)])
+        return values, rows
+
+    def _search_torch_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best bank rows of each query of one block, merging a running top-k over
+        tiles of the bank."""
         import torch
 
         bank = self._tensor
-        values = np.empty((len(queries), k), dtype=np.float32)
-        rows = np.empty((len(queries), k), dtype=np.int64)
         with torch.no_grad():
-            for start in range(0, len(queries), QUERY_ROWS):
-                q = torch.from_numpy(queries[start : start + QUERY_ROWS]).to(bank.device)
-                best = torch.full((len(q), k), -torch.inf, device=bank.device)
-                best_rows = torch.zeros((len(q), k), dtype=torch.int64, device=bank.device)
-                for b0 in range(0, len(bank), BANK_ROWS):
-                    sims = q @ bank[b0 : b0 + BANK_ROWS].T
-                    tile = torch.topk(sims, min(k, sims.shape[1]), dim=1)
-                    merged = torch.cat([best, tile.values], dim=1)
-                    merged_rows = torch.cat([best_rows, tile.indices + b0], dim=1)
-                    best, pick = torch.topk(merged, k, dim=1)
-                    best_rows = torch.gather(merged_rows, 1, pick)
-                values[start : start + len(q)] = best.cpu().numpy()
-                rows[start : start + len(q)] = best_rows.cpu().numpy()
-        return values, rows
+            q = torch.from_numpy(queries).to(bank.device)
+            best = torch.full((len(q), k), -torch.inf, device=bank.device)
+            best_rows = torch.zeros((len(q), k), dtype=torch.int64, device=bank.device)
+            for b0 in range(0, len(bank), BANK_ROWS):
+                sims = q @ bank[b0 : b0 + BANK_ROWS].T
+                tile = torch.topk(sims, min(k, sims.shape[1]), dim=1)
+                merged = torch.cat([best, tile.values], dim=1)
+                merged_rows = torch.cat([best_rows, tile.indices + b0], dim=1)
+                best, pick = torch.topk(merged, k, dim=1)
+                best_rows = torch.gather(merged_rows, 1, pick)
+            return best.cpu().numpy(), best_rows.cpu().numpy()
 
 
 def _faiss(where: str) -> ModuleType:
