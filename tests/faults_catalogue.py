@@ -74,6 +74,23 @@ def render(rows: list[Row]) -> str:
         "and the fix, exits with status 2, writes no partial artifact and leaves the",
         "existing artifacts untouched (outputs are written to a temporary sibling and",
         "renamed into place only when complete, see `oodbench/formats/atomic.py`).",
+        "",
+        "Under `dvc repro`, DVC deletes a stage's outputs before running it unless they",
+        "persist. Which do, and so what a failing stage leaves:",
+        "",
+        "- **kept as they were**: the features (`extract`), manifests and class records",
+        "  (`materialize`), the resolved specs (`check`), the demo's images and lists",
+        "  (`demo`), the metrics and plots (`evaluate`) and the leaderboard: they persist,",
+        "  and their stage swaps a new version in only when it is complete;",
+        "- **missing until their stage succeeds**: the classifier `features/<bb>/fc.safetensors`",
+        "  (`fc`), the ViM subspace (`subspace`) and the score tables (`score-<m>`). These",
+        "  keep DVC's run-cache (persisting turns it off), so an experiment that returns to",
+        "  an earlier setting restores them without recomputing; the last committed",
+        "  version is one `dvc checkout <path>` away;",
+        "- **caught before anything runs**: the `check` stage runs first and stops `dvc",
+        "  repro` on bad params, a checkpoint that is missing, truncated or damaged, and a",
+        "  stale dvc.yaml; the `demo` stage refuses to overwrite its lists or images when",
+        "  a user has changed them.",
     ]
     for area in AREAS:
         chosen = [r for r in rows if r.area == area]

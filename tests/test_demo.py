@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oodbench.core.errors import ParamsError
+from oodbench.core.errors import DataError, ParamsError
 from oodbench.data import demo, materialize
 from oodbench.data.datalist import parse_datalist
 from oodbench.formats.manifest import read_manifest
@@ -204,3 +204,35 @@ def test_demo_stage(tmp_path: Path) -> None:
     assert good.returncode == 0, good.stderr
     assert len((tmp_path / "datalists" / "digits_id_train.txt").read_text().splitlines()) == 18
     assert (tmp_path / "data" / "demo" / "photos").is_dir()
+
+
+def test_an_edited_list_or_an_added_image_is_refused_not_overwritten(
+    tmp_path: Path, cached: demo.Sources
+) -> None:
+    """DVC reruns the demo stage when its outputs change; the rerun refuses to put the
+    generated files back over a user's edit, and says what to do instead."""
+    data, lists = make(tmp_path)
+    near = lists / "digits_near.txt"
+    edited = near.read_text().splitlines()[:2]
+    near.write_text("\n".join(edited) + "\n")
+    (data / "mine.png").write_bytes((data / "SOURCES.txt").read_bytes())
+    before = snapshot(data, lists)
+    with pytest.raises(DataError) as err:
+        demo.run({**SMALL, "seed": 1}, data_root=data, lists_dir=lists)
+    message = str(err.value)
+    assert message.startswith(f"{near.as_posix()}, {(data / 'mine.png').as_posix()}: changed")
+    assert f"cp {near.as_posix()} {(lists / 'my_digits_near.txt').as_posix()}" in message
+    assert "datasets.my_digits_near" in message and "outside" in message
+    assert f"dvc checkout {near.as_posix()} {data.as_posix()}" in message
+    assert snapshot(data, lists) == before  # nothing written
+    # the demo's own files, as it wrote them, are rewritten without a word
+    (data / "mine.png").unlink()
+    near.write_text("".join(f"{line}\n" for line in before_lists(tmp_path)))
+    demo.run({**SMALL, "seed": 1}, data_root=data, lists_dir=lists)
+    assert near.read_text() != "".join(f"{line}\n" for line in before_lists(tmp_path))
+
+
+def before_lists(tmp_path: Path) -> list[str]:
+    """digits_near as the demo wrote it with the SMALL settings (a fresh copy)."""
+    _, lists = make(tmp_path, "fresh")
+    return (lists / "digits_near.txt").read_text().splitlines()

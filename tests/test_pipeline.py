@@ -10,6 +10,7 @@ import pytest
 
 from oodbench.results.metrics import METRIC_NAMES
 from tests.conftest import rewrite_params, run
+from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +121,24 @@ def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_cop
     run(["dvc", "repro"], demo_copy)
     report = json.loads((demo_copy / "metrics" / "lite0.json").read_text())
     assert "accuracy_n" not in report["id"]
+
+
+@catalogue(
+    "datalist",
+    "a list the demo stage writes (datalists/digits_near.txt) is edited, or a file is added under data/demo",
+    "`dvc repro` stops at the demo stage with one line naming the changed files, instead of putting the generated ones back (DVC reruns a stage whose outputs changed); the edit stays, and the line says to save the list under another name with a `datasets:` block of its own, then `dvc checkout` the demo's",
+)
+def test_an_edited_demo_list_is_refused_not_undone(demo_copy):
+    near = demo_copy / "datalists" / "digits_near.txt"
+    original = near.read_text()
+    edited = "".join(original.splitlines(keepends=True)[:3])
+    near.write_text(edited)
+    result = run(["dvc", "repro"], demo_copy, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "error: datalists/digits_near.txt: changed since the demo stage wrote them" in out
+    assert "cp datalists/digits_near.txt datalists/my_digits_near.txt" in out
+    assert set(re.findall(r"Running stage '([^']+)'", result.stdout)) == {"demo"}
+    assert near.read_text() == edited
+    near.write_text(original)  # the edit undone: nothing is stale
+    assert stale_stages(demo_copy) == set()

@@ -281,18 +281,21 @@ print(sorted(m for m in ("torch", "timm", "matplotlib", "pandas") if m in sys.mo
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_blas_threads_follow_the_affinity_or_the_override(workspace: Path) -> None:
+def test_workers_follow_the_affinity_or_the_override_and_blas_gets_one_thread(
+    workspace: Path,
+) -> None:
+    """The stage's worker count is the cores it may use (or OODBENCH_THREADS); every BLAS
+    call runs on one thread, whatever that count (tests/test_thread_count.py)."""
     code = """
 from threadpoolctl import threadpool_info
 from oodbench.methods.shared.threads import cpu_threads, limit_blas_threads
 import os
-limit_blas_threads()
-print(cpu_threads(), len(os.sched_getaffinity(0)), {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+print(limit_blas_threads(), len(os.sched_getaffinity(0)), {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
 """
     plain = run_python(code, workspace).stdout.split()
-    assert plain[0] == plain[1]  # the cores this process may use
-    one = run_python(code, workspace, OODBENCH_THREADS="1")
-    assert one.stdout.split()[0] == "1" and one.stdout.split()[-1] == "{1}", one.stderr
+    assert plain[0] == plain[1] and plain[-1] == "{1}"  # the cores this process may use
+    three = run_python(code, workspace, OODBENCH_THREADS="3")
+    assert three.stdout.split()[0] == "3" and three.stdout.split()[-1] == "{1}", three.stderr
 
 
 def test_bad_thread_override_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from oodbench.formats.class_names import load_list_classes
 from oodbench.formats.classifier import load_fc
@@ -254,3 +255,62 @@ def test_a_queued_experiment_re_extracts(user_copy):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     text = json.dumps(shown)
     assert "reference" in text and "metrics/r18.json" in text
+
+
+def test_a_head_with_logit_methods_leaves_dvc_status_clean(user_copy):
+    """The issue's case through `dvc repro`: a backbone classified by its own head whose
+    methods (msp, energy) fit nothing reads no ID train features, so no extract stage is
+    generated for them (one would never run and leave `dvc status` changed for good)."""
+
+    def add(p):
+        p["benchmark"]["backbones"].append("r18b")
+        p["backbones"]["r18b"] = {**p["backbones"]["r18"], "methods": ["msp", "energy"]}
+
+    project = user_copy
+    rewrite_params(project, add)
+    run(["oodbench", "pipeline"], project)
+    stages = yaml.safe_load((project / "pipelines/r18b/dvc.yaml").read_text())["stages"]
+    assert "extract-shapes_train" not in stages and "extract-shapes_val" in stages
+    assert "extract-shapes_train" in (project / "pipelines/r18/dvc.yaml").read_text()
+    assert "pipelines/r18b/dvc.yaml:evaluate" in ran(run(["dvc", "repro"], project).stdout)
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout
+    assert set(metrics(project, "r18b")["methods"]) == {"msp", "energy"}
+
+
+@catalogue(
+    "files",
+    "a checkpoint is truncated after earlier runs (an interrupted copy), or an extract stage fails (an image made unreadable after materialize checked it)",
+    "the check stage names the truncated file (`backbones.<bb>.checkpoint: ... is truncated or damaged`) before any other stage runs, so DVC removes nothing, and says how to bring back the committed file (`dvc repro` records a changed DVC-tracked file in its .dvc file before running any stage: `git checkout <x>.dvc && dvc checkout <x>.dvc`); an extract stage that fails leaves its features folder byte for byte (its output persists: DVC does not delete it first, and the stage swaps the new one in only when complete)",
+)
+def test_a_truncated_checkpoint_or_a_failing_extraction_keeps_the_features(user_copy):
+    project = user_copy
+    kept = {p: p.read_bytes() for p in (project / "features/r18").rglob("*") if p.is_file()}
+    assert project / "features/r18/fc.safetensors" in kept
+    assert project / "features/r18/stripes/info.json" in kept
+    checkpoint = project / "checkpoints/r18/r18.pth"
+    whole = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole[: len(whole) // 2])
+    result = run(["dvc", "repro"], project, check=False)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "backbones.r18.checkpoint: checkpoints/r18/r18.pth is truncated or damaged" in out
+    assert ran(result.stdout) == {"check"}
+    # DVC committed the damaged file to checkpoints/r18.dvc first; the advice undoes it
+    assert run(["git", "status", "--short", "checkpoints/r18.dvc"], project).stdout
+    restore = "git checkout checkpoints/r18.dvc && dvc checkout checkpoints/r18.dvc"
+    assert restore in out
+    for command in restore.split(" && "):
+        run(command.split(), project)
+    assert checkpoint.read_bytes() == whole
+    assert {p: p.read_bytes() for p in kept} == kept
+    image = project / "data/stripes/stripes_003.jpg"
+    good = image.read_bytes()
+    image.write_bytes(b"not a JPEG any more")
+    stage = "pipelines/r18/dvc.yaml:extract-stripes"
+    result = run(["dvc", "repro", "--force", "--single-item", stage], project, check=False)
+    assert result.returncode != 0
+    assert ran(result.stdout) == {stage}
+    assert "stripes_003.jpg" in result.stdout + result.stderr
+    assert {p: p.read_bytes() for p in kept} == kept
+    image.write_bytes(good)  # the image mended: nothing is stale
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ SKIMAGE_PHOTOS = {
     "rocket": "public domain (SpaceX)",
 }
 JPEG_QUALITY = 90
+#: under the data root: the sha256 of every file the demo wrote (its lists included),
+#: so that a rerun can tell a user's edit from its own output
+RECORD = "written.json"
 # (minimum, maximum) per demo key; crop_size is also checked against the smallest source.
 LIMITS: dict[str, tuple[int, int | None]] = {
     "seed": (0, None),
@@ -87,6 +91,7 @@ def run(demo: dict, data_root: Path, lists_dir: Path) -> None:
     leaves the previous demo data and lists untouched.
     """
     cfg = validate(demo)
+    refuse_edited(data_root, lists_dir)
     sources = load_sources()
     smallest = min(
         min(img.shape[:2]) for img in [*sources.textures.values(), *sources.photos.values()]
@@ -102,8 +107,77 @@ def run(demo: dict, data_root: Path, lists_dir: Path) -> None:
         texts = {
             name: "".join(f"{p} {lab}\n" for p, lab in sorted(rows)) for name, rows in lists.items()
         }
+        _write_record(tmp, texts)
     for name in DATASETS:
         write_text(Path(lists_dir) / f"{name}.txt", texts[name])
+
+
+def refuse_edited(data_root: Path, lists_dir: Path) -> None:
+    """Refuse to overwrite what the user changed in the demo's outputs: a list that
+    differs from what the demo wrote (its record, :data:`RECORD`), or a file under
+    `data_root` that the demo did not write. DVC reruns the demo stage when its outputs
+    change, and the rerun would silently put the generated files back."""
+    record_path = Path(data_root) / RECORD
+    if not record_path.is_file():
+        return  # nothing written yet (or by a version without a record): nothing to lose
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    edited = [
+        path
+        for name, digest in record["lists"].items()
+        if (path := Path(lists_dir) / name).is_file() and _sha256(path) != digest
+    ]
+    files = record["files"]
+    for path in sorted(p for p in Path(data_root).rglob("*") if p.is_file()):
+        rel = path.relative_to(data_root).as_posix()
+        if rel != RECORD and files.get(rel) != _sha256(path):
+            edited.append(path)
+    if edited:
+        raise DataError(edited_message(edited, Path(data_root)))
+
+
+def edited_message(edited: list[Path], data_root: Path) -> str:
+    """What was changed, why it is refused and what to do instead."""
+    shown = ", ".join(p.as_posix() for p in edited[:5])
+    more = f" and {len(edited) - 5} more" if len(edited) > 5 else ""
+    in_data = [p for p in edited if data_root in p.parents]
+    lists = [p for p in edited if p not in in_data]
+    instead = []
+    if lists:
+        mine = lists[0].with_name(f"my_{lists[0].name}")
+        instead.append(
+            f"save your list under another name (`cp {lists[0].as_posix()} {mine.as_posix()}`), "
+            f"add a `datasets.{mine.stem}` block (root: {data_root.as_posix()}) to params.yaml, "
+            f"use {mine.stem} in benchmark: and run `oodbench pipeline`"
+        )
+    if in_data:
+        instead.append(
+            f"put images of your own outside {data_root.as_posix()} (e.g. data/mine/), with "
+            "a datalist and a datasets: block of their own"
+        )
+    restore = " ".join(dict.fromkeys(p.as_posix() for p in lists)) + (
+        f" {data_root.as_posix()}" if in_data else ""
+    )
+    return (
+        f"{shown}{more}: changed since the demo stage wrote them, and `dvc repro` would "
+        f"replace them with the generated files. To keep your version, {'; '.join(instead)}; "
+        f"then restore the demo's (`dvc checkout {restore.strip()}`) and rerun `dvc repro`"
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_record(root: Path, texts: dict[str, str]) -> None:
+    """What the demo wrote, for :func:`refuse_edited`: the sha256 of every file under
+    `root` and of each datalist's text."""
+    files = {
+        p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()
+    }
+    lists = {
+        f"{name}.txt": hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()
+    }
+    (root / RECORD).write_text(json.dumps({"files": files, "lists": lists}, indent=1) + "\n")
 
 
 def validate(demo: Any) -> dict[str, int]:

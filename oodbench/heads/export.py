@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.core.threads import limit_blas_threads, reproducible_mkl, size_torch_threads
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import Linear, save_fc
 from oodbench.formats.features import FeatureSet, load_features
@@ -39,6 +40,7 @@ from oodbench.heads.labels import labels_in_order
 from oodbench.heads.probe import ProbeConfig, train_linear_probe
 
 FC_KINDS = ("head", "probe", "plp", "mos")
+TRAINED = ("probe", "plp", "mos")
 #: CLIP's logit scale for the zero-shot pseudo-labels of PLP (argmax is scale-free; kept
 #: for fidelity with the reference and for ties at float32 precision)
 PLP_SCALE = 100.0
@@ -46,8 +48,16 @@ PLP_SCALE = 100.0
 
 def export_classifier(backbone: str, features: str | None = None) -> None:
     """Stage ``fc-<bb>``: build ``features/<bb>/fc.safetensors`` from its resolved spec;
-    `features`: the backbone whose features a trained head reads (default: `backbone`)."""
+    `features`: the backbone whose features a trained head reads (default: `backbone`).
+
+    One BLAS thread, and torch's threads sized to the cores the process may use
+    (``OODBENCH_THREADS``; its products run oneMKL in strict CNR mode): the trained
+    head is the same bits whatever the thread count (oodbench/core/threads.py)."""
+    reproducible_mkl()  # before any torch product of this process (CLIP's text tower too)
+    limit_blas_threads()
     spec = read_spec(fc_spec(backbone), f"backbones.{backbone}")
+    if spec["fc"] in TRAINED:
+        size_torch_threads()
     fc, meta = build_classifier(backbone, spec, features or backbone)
     save_fc(fc_path(backbone), fc, meta)
     print(f"fc {backbone}: {spec['fc']}, {fc.num_classes} outputs x {fc.weight.shape[1]} features")

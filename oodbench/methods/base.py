@@ -38,6 +38,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from oodbench.core.errors import DataError, OodbenchError, ParamsError
+from oodbench.core.threads import blas_threads
 from oodbench.core.typed import coerce
 from oodbench.core.usercode import is_reference
 from oodbench.formats.classifier import Linear
@@ -156,9 +157,14 @@ class Detector:
         return None
 
     def fit(self, data: FitData) -> Detector:
-        """Learn from ID train (and the classifier); returns self."""
+        """Learn from ID train (and the classifier); returns self.
+
+        ``_fit`` runs with one BLAS thread, so that the fit is the same bits whatever
+        the thread count (oodbench/methods/shared/threads.py); a fit that makes passes
+        over many rows spreads fixed row blocks over threads with ``ordered_map``."""
         self.fc_ = data.fc
-        self._fit(data)
+        with blas_threads(1):
+            self._fit(data)
         return self
 
     def _fit(self, data: FitData) -> None:

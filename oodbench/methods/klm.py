@@ -24,6 +24,7 @@ from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear
 from oodbench.methods.base import Detector, FitData, register
 from oodbench.methods.shared.logits import softmax_block
+from oodbench.methods.shared.threads import ordered_map
 
 #: rows per block: [rows, C] float64 probabilities and KL values, ~30 MB each at C=1000
 CHUNK_ROWS = 4096
@@ -38,16 +39,21 @@ def template_sums(
     features: np.ndarray, fc: Linear, labels: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class sums of softmax rows (float64 [C, C]) and counts, grouped by `labels`
-    or, when None, by the predicted class (argmax of the softmax)."""
+    or, when None, by the predicted class (argmax of the softmax). Blocks of rows run in
+    a thread pool and are summed in block order (oodbench/methods/shared/threads.py)."""
     c = fc.num_classes
-    sums = np.zeros((c, c), dtype=np.float64)
-    counts = np.zeros(c, dtype=np.int64)
-    for start in range(0, len(features), CHUNK_ROWS):
+
+    def block_sums(start: int) -> tuple[np.ndarray, np.ndarray]:
         p = softmax32(fc.logits(np.asarray(features[start : start + CHUNK_ROWS])))
         group = p.argmax(axis=1) if labels is None else labels[start : start + len(p)]
         onehot = sparse.csr_matrix((np.ones(len(p)), (group, np.arange(len(p)))), shape=(c, len(p)))
-        sums += onehot @ p.astype(np.float64)
-        counts += np.bincount(group, minlength=c)
+        return onehot @ p.astype(np.float64), np.bincount(group, minlength=c)
+
+    sums = np.zeros((c, c), dtype=np.float64)
+    counts = np.zeros(c, dtype=np.int64)
+    for block_sum, block_counts in ordered_map(block_sums, range(0, len(features), CHUNK_ROWS)):
+        sums += block_sum
+        counts += block_counts
     return sums, counts
 
 

@@ -10,6 +10,10 @@ import numpy as np
 from oodbench.methods.base import Detector, register
 from oodbench.methods.shared.checks import fraction
 from oodbench.methods.shared.clipping import clip_threshold, clipped_energy
+from oodbench.methods.shared.threads import ordered_map
+
+#: rows per block spread over threads (each is scored in the smaller blocks of by_blocks)
+ROWS = 4096
 
 
 @register("local_react")
@@ -34,5 +38,12 @@ class LocalReAct(Detector):
         fraction(self.params_key, "quantile", self.quantile)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The score stage hands over the whole dataset: its fixed blocks of rows are
+        spread over threads here, one BLAS thread each (oodbench/methods/shared/threads.py)."""
         clip = clip_threshold(features, self.quantile)
-        return clipped_energy(features, clip, self.fc_.weight, self.fc_.bias)
+        w, b = self.fc_.weight, self.fc_.bias
+        blocks = ordered_map(
+            lambda s: clipped_energy(features[s : s + ROWS], clip, w, b),
+            range(0, len(features), ROWS),
+        )
+        return np.concatenate([np.empty(0, np.float64), *blocks])

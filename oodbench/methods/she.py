@@ -11,7 +11,7 @@ from scipy import sparse
 from oodbench.core.errors import DataError
 from oodbench.heads.labels import labels_in_head_order
 from oodbench.methods.base import Detector, FitData, register
-from oodbench.methods.shared.logits import classifier_logits
+from oodbench.methods.shared.logits import classifier_logits, predicted_classes
 
 
 @register("she")
@@ -42,7 +42,7 @@ class SHE(Detector):
                 f"{self.params_key} needs labelled ID train features; {train.dataset} has no labels"
             )
         labels = labels_in_head_order(train, data.fc)  # -1 never equals a prediction
-        pred = np.argmax(data.fc.logits(x), axis=1)
+        pred = predicted_classes(x, data.fc)
         correct = labels == pred
         classes = data.fc.num_classes
         counts = np.bincount(pred[correct], minlength=classes).astype(np.float64)

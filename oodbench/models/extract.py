@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.core import params as P
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.core.threads import size_torch_threads
 from oodbench.data.images import too_large
 from oodbench.formats import paths
 from oodbench.formats.atomic import replace_dir, write_text
@@ -277,9 +278,13 @@ def jpeg_pixels(bb: Backbone, cfg: Settings) -> JpegPixels | None:
 
 
 def select_device() -> torch.device:
-    """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU."""
+    """CUDA when there is one (``LOCAL_RANK`` picks it under torchrun), else CPU, with
+    torch's threads sized to the cores the process may use (``OODBENCH_THREADS``), unless
+    torchrun started several ranks on the CPU (it gives each ``OMP_NUM_THREADS=1``)."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        size_torch_threads()
     return torch.device("cpu")
 
 

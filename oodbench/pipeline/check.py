@@ -14,6 +14,7 @@ from typing import Any
 
 from oodbench.core import params as P
 from oodbench.core.errors import ParamsError
+from oodbench.formats.checkpoints import damage
 from oodbench.formats.specs import write_spec
 from oodbench.pipeline import dvcyaml
 from oodbench.pipeline.benchmark import Benchmark
@@ -130,7 +131,36 @@ def check_backbones(params: dict[str, Any], bench: Benchmark, root: Path) -> Non
                         f"params.yaml: backbones.{name}.{key}: file {ref} not found (paths are "
                         "relative to the project root)"
                     )
+        for ref in dvcyaml.local_file(cfg.get("checkpoint")):
+            check_checkpoint(root / ref, f"backbones.{name}.checkpoint")
         check_model_files(name, cfg, bench, root)
+
+
+def check_checkpoint(path: Path, where: str) -> None:
+    """A truncated or damaged weights file stops the pipeline here, before DVC removes
+    anything of the stages that load it (oodbench/formats/checkpoints.py)."""
+    why = damage(path)
+    if why is None:
+        return
+    fix = "copy it again and rerun `dvc repro`"
+    dvcfile = tracked_by(path)
+    if dvcfile is not None:  # `dvc repro` commits a changed tracked file before any stage
+        fix += (
+            f"; DVC tracks it, and `dvc repro` has recorded the damaged file in {dvcfile}: "
+            f"`git checkout {dvcfile} && dvc checkout {dvcfile}` brings back the committed one"
+        )
+    raise ParamsError(
+        f"params.yaml: {where}: {path} is truncated or damaged ({why}); {fix}. Nothing else "
+        "ran: the features and classifier of the last run are untouched"
+    )
+
+
+def tracked_by(path: Path) -> Path | None:
+    """The ``.dvc`` file that tracks `path` or a folder holding it (``dvc add``), if any."""
+    for item in [path, *path.parents]:
+        if item.name and (dvcfile := item.with_name(f"{item.name}.dvc")).is_file():
+            return dvcfile
+    return None
 
 
 def check_model_files(name: str, cfg: dict[str, Any], bench: Benchmark, root: Path) -> None:

@@ -75,6 +75,17 @@ def spec(path: Path) -> str:
     return path.as_posix()
 
 
+def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
+    """An output DVC leaves in place while its stage runs (``persist``), instead of
+    deleting it first: a failing run keeps the last good one, since the stage writes
+    the new one beside it and renames it in only when complete. Used for outputs that
+    are costly to remake (features, manifests), that a user may have edited (the demo's
+    lists) and the specs (uncached: no run-cache to lose). ``persist`` turns DVC's
+    run-cache off for the stage, so fc, subspace and score outputs do not persist: an
+    experiment returning to an earlier setting restores them without recomputing."""
+    return {path: {"persist": True, **options}}
+
+
 Stages = dict[str, dict[str, Any]]
 
 
@@ -91,6 +102,7 @@ def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
     shared["check"] = check_stage(params, bench, root)
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
+    shared |= tune_set_stages(params, bench, root)
     shared["leaderboard"] = leaderboard_stage(bench, root)
     files = {paths.PIPELINE.as_posix(): shared}
     for backbone in bench.backbones:
@@ -106,11 +118,11 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
     source = bench.features_of(backbone)
     model = model_block(params, source)
     if source == backbone and model.get("imported") is not None:  # features from elsewhere
-        for dataset in bench.datasets:
+        for dataset in extracted_datasets(params, bench, backbone, root):
             stages[f"import-{dataset}"] = import_stage(backbone, model["imported"], dataset, root)
     elif source == backbone:  # an entry with `features: <bb>` reuses <bb>'s features
         code_group = extract_group(params, backbone)
-        for dataset in bench.datasets:
+        for dataset in extracted_datasets(params, bench, backbone, root):
             stages[f"extract-{dataset}"] = extract_stage(backbone, model, dataset, root, code_group)
     head = backbone_block(params, backbone)
     stages["fc"] = fc_stage(bench, backbone, head, root, fc_group(params, bench, backbone))
@@ -121,6 +133,54 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
     stages["evaluate"] = evaluate_stage(bench, backbone, root, csid_sets(params, bench))
     up = "/".join([".."] * (len(paths.backbone_pipeline(backbone).parts) - 1))
     return {name: {"wdir": up, **stage} for name, stage in stages.items()}
+
+
+def extracted_datasets(
+    params: dict[str, Any], bench: Benchmark, source: str, root: Path = Path()
+) -> list[str]:
+    """The datasets whose features of `source` some stage of the backbone files reads:
+    ID val and the OOD sets (score, evaluate), and ID train only when a backbone reading
+    `source`'s features trains its head on it or runs a method that fits on it. An
+    extract stage nothing reads would never run under `dvc repro` (which runs the stages
+    dvc.yaml needs) and would leave `dvc status` dirty for good."""
+    readers = [b for b in bench.backbones if bench.features_of(b) == source]
+    train = any(reads_id_train(params, bench, b, root) for b in readers)
+    wanted = {bench.id_val, *bench.ood, *([bench.id_train] if train else [])}
+    return [d for d in bench.datasets if d in wanted]
+
+
+def reads_id_train(
+    params: dict[str, Any], bench: Benchmark, backbone: str, root: Path = Path()
+) -> bool:
+    """Whether a stage of `backbone` reads its ID train features: a trained head (the fc
+    stage), or a method fitting on train (its score stage; the subspace stage's methods)."""
+    head = backbone_block(params, backbone)
+    trained = head.get("fc", "head") in TRAINED_HEADS
+    return trained or any(
+        reads_train(method_name(params, m), f"methods.{m}", root)
+        for m in bench.methods_of(backbone)
+    )
+
+
+def tune_set_stages(params: dict[str, Any], bench: Benchmark, root: Path) -> Stages:
+    """``extract-<bb>-<ds>`` of ``benchmark.tune_ood`` for every backbone that extracts.
+    Only ``oodbench tune`` reads these features, no stage, so they live in dvc.yaml,
+    whose stages `dvc repro` always runs, rather than unread in a backbone's file."""
+    stages: Stages = {}
+    tune = bench.tune_ood
+    for backbone in bench.backbones:
+        extracts = bench.features_of(backbone) == backbone
+        if tune and extracts and tune not in extracted_datasets(params, bench, backbone, root):
+            model = model_block(params, backbone)
+            if model.get("imported") is not None:
+                stage = import_stage(backbone, model["imported"], tune, root)
+                stages[f"import-{backbone}-{tune}"] = stage
+            else:
+                group = extract_group(params, backbone)
+                stages[f"extract-{backbone}-{tune}"] = extract_stage(
+                    backbone, model, tune, root, group
+                )
+    return stages
 
 
 def address(file: str, stage: str) -> str:
@@ -153,6 +213,12 @@ def local_file(ref: Any) -> list[str]:
     return [ref]
 
 
+def checkpoints(params: dict[str, Any], bench: Benchmark) -> list[str]:
+    """The local weights files of the benchmark's backbones, each once."""
+    refs = [model_block(params, b).get("checkpoint") for b in bench.backbones]
+    return list(dict.fromkeys(path for ref in refs for path in local_file(ref)))
+
+
 def spec_outputs(params: dict[str, Any], bench: Benchmark, root: Path) -> list[str]:
     """The spec files the check stage writes (oodbench/formats/specs.py)."""
     return [spec(path) for path in resolve(params, bench, root)]
@@ -181,7 +247,8 @@ def demo_stage(root: Path) -> dict[str, Any]:
         "cmd": command("demo", root),
         "deps": package_code(root, script("demo")),
         "params": ["demo"],
-        "outs": [DEMO_ROOT, *(paths.datalist_path(d).as_posix() for d in DATASETS)],
+        # kept: the demo stage refuses to overwrite a list the user edited (data/demo.py)
+        "outs": [kept(DEMO_ROOT), *(kept(paths.datalist_path(d).as_posix()) for d in DATASETS)],
     }
 
 
@@ -190,15 +257,17 @@ def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[st
     return {
         "cmd": command("check", root),
         # the lists decide which classes files exist (DVC refuses dvc.yaml as a dependency);
-        # the code: the package, and the user's own files (methods, models) it digests
+        # the code: the package, and the user's own files (methods, models) it digests; the
+        # checkpoints: a replaced one is checked for damage before a stage loads it
         "deps": [
             paths.DATALISTS.as_posix(),
             *package,
             *layout.all_user_files(params, bench, root),
+            *checkpoints(params, bench),
         ],
         # the whole file: a key removed from params.yaml is a change too
         "params": [{P.PARAMS_FILE.as_posix(): None}],
-        "outs": [{out: {"cache": False}} for out in spec_outputs(params, bench, root)],
+        "outs": [kept(out, cache=False) for out in spec_outputs(params, bench, root)],
     }
 
 
@@ -213,8 +282,8 @@ def materialize_stage(dataset: str, root: Path) -> dict[str, Any]:
             spec(specs.code_digest("materialize")),
         ],
         "outs": [
-            paths.manifest_path(dataset).as_posix(),
-            paths.classes_record_path(dataset).as_posix(),
+            kept(paths.manifest_path(dataset).as_posix()),
+            kept(paths.classes_record_path(dataset).as_posix()),
         ],
     }
 
@@ -232,7 +301,7 @@ def extract_stage(
             *local_file(model.get("clip_config")),  # a CLIP architecture file
             spec(specs.code_digest(code_group)),  # with a user's model file (model:)
         ],
-        "outs": [paths.features_dir(backbone, dataset).as_posix()],
+        "outs": [kept(paths.features_dir(backbone, dataset).as_posix())],
     }
 
 
@@ -250,7 +319,7 @@ def import_stage(backbone: str, folder: str, dataset: str, root: Path) -> dict[s
             *([fc] if (fc := fc_source(folder, root)) else []),
             spec(specs.code_digest(IMPORT)),
         ],
-        "outs": [paths.features_dir(backbone, dataset).as_posix()],
+        "outs": [kept(paths.features_dir(backbone, dataset).as_posix())],
     }
 
 
@@ -322,9 +391,10 @@ def subspace_stage(bench: Benchmark, backbone: str, root: Path = Path()) -> dict
 
 
 def reads_train(name: str, where: str | None = None, root: Path = Path()) -> bool:
-    """Whether the method fits on ID train (an unknown one: the check stage says so)."""
+    """Whether the method fits on ID train (an unknown one: the check stage says so); one
+    that fits on ID val only reads the val features every score stage depends on."""
     try:
-        return bool(lookup(name, where, root).requires & {"train", "labels", "val"})
+        return bool(lookup(name, where, root).requires & {"train", "labels"})
     except OodbenchError:
         return True
 

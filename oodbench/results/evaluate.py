@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from oodbench.core.errors import DataError
+from oodbench.core.threads import limit_blas_threads
 from oodbench.data.oneclass import split_id_val
 from oodbench.formats.atomic import write_text
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
@@ -135,6 +136,7 @@ def n_skipped(dataset: str) -> int | None:
 def evaluate_backbone(backbone: str, features: str | None = None) -> None:
     """Stage ``evaluate-<bb>``: ``metrics/<bb>.json`` and ``plots/<bb>/`` from the scores;
     `features`: the backbone whose ID val features to read (default: `backbone`)."""
+    limit_blas_threads()  # the ID accuracy's logits: the same bits for any thread count
     source = features or backbone
     spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
     id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])

@@ -11,8 +11,9 @@ Memory stays bounded: each dataset is read into one array (feature shards only),
 scored in blocks of :data:`BLOCK_ROWS` rows, each block's logits computed and handed to
 the detector and its scores written into one float64 output; a method whose scores
 depend on the whole dataset (``Detector.per_dataset``) gets the whole set at once. Blocks
-are scored from one thread per core the process may use, each with one BLAS thread
-(``OODBENCH_THREADS`` overrides the count, oodbench/methods/shared/threads.py). The
+are scored from one thread per core the process may use, each with one BLAS thread, and
+fits spread fixed row blocks over those threads, so the scores are the same bits for any
+thread count (``OODBENCH_THREADS`` overrides it, oodbench/methods/shared/threads.py). The
 stage prints one line with its load, fit, score and write seconds. Scores of datasets
 whose inputs did not change since an earlier run are reused
 (oodbench/results/scorecache.py): a new OOD set costs its own scoring.
@@ -143,10 +144,10 @@ def score_set(
     Row blocks of `block_rows` (default :data:`BLOCK_ROWS`), each with its float32 logits
     ``fc.logits(block)`` (None for a method that does not read them); a ``per_dataset``
     method gets the whole dataset in one call. Blocks are scored from `threads` concurrent
-    threads (default: the cores the process may use), each with one BLAS thread, unless
-    the detector threads itself (``threaded_blocks`` False): the row-wise numpy work of a
-    method is single-threaded and would leave the other cores idle. A block's logits come
-    from one BLAS thread however many cores there are, so scores do not depend on them.
+    threads (default: the cores the process may use) unless the detector threads itself
+    (``threaded_blocks`` False): the row-wise numpy work of a method is single-threaded
+    and would leave the other cores idle. Every block's BLAS calls (its logits first) run
+    on one thread however many cores there are, so scores do not depend on them.
     """
     x = features.features
     n = len(x)
@@ -175,13 +176,14 @@ def score_set(
         scores[start : start + len(block)] = raw
 
     starts = range(0, n, step)
-    if detector.threaded_blocks and detector.per_dataset is None:
-        workers = min(threads or cpu_threads(), len(starts))
-        with blas_threads(1), ThreadPoolExecutor(max(workers, 1)) as pool:
-            list(pool.map(score_block, starts))  # list(): re-raises a block's error
-    else:
-        for start in starts:
-            score_block(start)
+    with blas_threads(1):
+        if detector.threaded_blocks and detector.per_dataset is None:
+            workers = min(threads or cpu_threads(), len(starts))
+            with ThreadPoolExecutor(max(workers, 1)) as pool:
+                list(pool.map(score_block, starts))  # list(): re-raises a block's error
+        else:
+            for start in starts:
+                score_block(start)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise DataError(

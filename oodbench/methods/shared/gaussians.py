@@ -22,6 +22,7 @@ from scipy import linalg, sparse
 from oodbench.core.errors import DataError
 from oodbench.formats.features import FeatureSet
 from oodbench.methods.shared.checks import IllPosedFitWarning, warn_fit
+from oodbench.methods.shared.threads import blas_threads, ordered_map
 
 #: rows per block: a block holds [rows, D] and [rows, C] float64 temporaries
 CHUNK_ROWS = 4096
@@ -70,13 +71,18 @@ class Gaussians:
         return out
 
 
+def row_block(features: np.ndarray, start: int, normalize: bool) -> np.ndarray:
+    """A float64 copy of the block of rows at `start`, L2-normalised when asked."""
+    block = np.array(features[start : start + CHUNK_ROWS], dtype=np.float64)
+    if normalize:
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return block
+
+
 def iter_blocks(features: np.ndarray, normalize: bool) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start, float64 copy of a block of rows), L2-normalised when asked."""
     for start in range(0, len(features), CHUNK_ROWS):
-        block = np.array(features[start : start + CHUNK_ROWS], dtype=np.float64)
-        if normalize:
-            block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        yield start, block
+        yield start, row_block(features, start, normalize)
 
 
 def check_labels(train: FeatureSet, num_classes: int, where: str) -> np.ndarray:
@@ -97,14 +103,20 @@ def check_labels(train: FeatureSet, num_classes: int, where: str) -> np.ndarray:
 def class_sums(
     features: np.ndarray, labels: np.ndarray, num_classes: int, normalize: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums (float64 [C, D]) and counts, by a sparse one-hot product per block."""
-    sums = np.zeros((num_classes, features.shape[1]), dtype=np.float64)
-    for start, block in iter_blocks(features, normalize):
+    """Per-class sums (float64 [C, D]) and counts, by a sparse one-hot product per block
+    (blocks in a thread pool, summed in block order: oodbench/methods/shared/threads.py)."""
+
+    def block_sums(start: int) -> np.ndarray:
+        block = row_block(features, start, normalize)
         lab = labels[start : start + len(block)]
         onehot = sparse.csr_matrix(
             (np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(num_classes, len(lab))
         )
-        sums += onehot @ block
+        return onehot @ block
+
+    sums = np.zeros((num_classes, features.shape[1]), dtype=np.float64)
+    for part in ordered_map(block_sums, range(0, len(features), CHUNK_ROWS)):
+        sums += part
     return sums, np.bincount(labels, minlength=num_classes)
 
 
@@ -115,16 +127,22 @@ def scatter(
     normalize: bool,
     row_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """sum_i w_i^2 (x_i - m_i)(x_i - m_i)^T with m_i = centre_of_row[label_i] (or 0)."""
-    d = features.shape[1]
-    total = np.zeros((d, d), dtype=np.float64)
-    for start, block in iter_blocks(features, normalize):
+    """sum_i w_i^2 (x_i - m_i)(x_i - m_i)^T with m_i = centre_of_row[label_i] (or 0): one
+    D x D product per block of rows, blocks in a thread pool, summed in block order."""
+
+    def block_scatter(start: int) -> np.ndarray:
+        block = row_block(features, start, normalize)
         lab = labels[start : start + len(block)]
         if centre_of_row is not None:
             block -= centre_of_row[lab]
         if row_weight is not None:
             block *= row_weight[lab][:, None]
-        total += block.T @ block
+        return block.T @ block
+
+    d = features.shape[1]
+    total = np.zeros((d, d), dtype=np.float64)
+    for part in ordered_map(block_scatter, range(0, len(features), CHUNK_ROWS)):
+        total += part
     return total
 
 
@@ -174,7 +192,8 @@ def fit_gaussians(
     if covariance == "pooled":
         if within is None:
             within = scatter(x, means, labels, normalize)
-        precision, rank = linalg.pinvh(within / len(x), check_finite=False, return_rank=True)
+        with blas_threads(1):  # LAPACK's bits depend on its thread count
+            precision, rank = linalg.pinvh(within / len(x), check_finite=False, return_rank=True)
         warn_if_singular(where, len(x), int(present.sum()), int(rank), x.shape[1])
     else:
         if (counts[present] < 2).any():
@@ -187,7 +206,10 @@ def fit_gaussians(
         sigma = scatter(x, means, labels, normalize, weight) / present.sum()
         precision = true_inverse(sigma, where)
     shifted = means[present] - stats.shift
-    return Gaussians(stats.shift, shifted, (precision + precision.T) / 2, normalize)
+    gaussians = Gaussians(stats.shift, shifted, (precision + precision.T) / 2, normalize)
+    with blas_threads(1):  # computed here, once, not by whichever thread scores first
+        gaussians._mean_terms  # noqa: B018 (fills the cached property)
+    return gaussians
 
 
 def warn_if_singular(where: str, rows: int, classes: int, rank: int, dim: int) -> None:
@@ -208,12 +230,14 @@ def warn_if_singular(where: str, rows: int, classes: int, rank: int, dim: int) -
 
 
 def true_inverse(sigma: np.ndarray, where: str) -> np.ndarray:
-    """inv(Sigma), refusing a numerically singular Sigma instead of returning noise."""
-    eigenvalues = np.linalg.eigvalsh(sigma)
-    if eigenvalues[0] <= eigenvalues[-1] * len(sigma) * np.finfo(np.float64).eps:
-        raise DataError(
-            f"{where}: the class-averaged covariance is singular (more feature "
-            "dimensions than train rows per class, or constant features); use "
-            "covariance: pooled, which takes the pseudo-inverse"
-        )
-    return np.linalg.inv(sigma)
+    """inv(Sigma), refusing a numerically singular Sigma instead of returning noise (one
+    BLAS thread: LAPACK's bits depend on its thread count)."""
+    with blas_threads(1):
+        eigenvalues = np.linalg.eigvalsh(sigma)
+        if eigenvalues[0] <= eigenvalues[-1] * len(sigma) * np.finfo(np.float64).eps:
+            raise DataError(
+                f"{where}: the class-averaged covariance is singular (more feature "
+                "dimensions than train rows per class, or constant features); use "
+                "covariance: pooled, which takes the pseudo-inverse"
+            )
+        return np.linalg.inv(sigma)

@@ -21,6 +21,7 @@ import numpy as np
 
 from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear
+from oodbench.methods.shared.threads import ordered_map
 
 #: rows per block: a float64 block of 1000 classes (8 MB) stays in cache, which is
 #: measurably faster than 4096 rows for these few passes over each element
@@ -95,6 +96,16 @@ def max_softmax_rows(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def max_rows(z: np.ndarray) -> np.ndarray:
     """max_c z_c per row (MaxLogit); a reduction, no temporary."""
     return np.asarray(z).max(axis=1).astype(np.float64)
+
+
+def predicted_classes(features: np.ndarray, fc: Linear, rows: int = 4 * BLOCK_ROWS) -> np.ndarray:
+    """argmax of the float32 logits per row, over fixed blocks of rows in a thread pool
+    (oodbench/methods/shared/threads.py): for fits that classify every train row."""
+    blocks = ordered_map(
+        lambda start: fc.logits(features[start : start + rows]).argmax(axis=1),
+        range(0, len(features), rows),
+    )
+    return np.concatenate([np.empty(0, np.int64), *blocks])
 
 
 def classifier_logits(fc: Linear, features: np.ndarray, logits: np.ndarray | None) -> np.ndarray:

@@ -11,7 +11,10 @@ Both need the k largest inner products of each query with a bank of up to 200k r
   ``IndexFlatL2`` on normalised features, the same neighbours). Exact as well; it
   agrees with torch to float32 rounding (``tests/test_methods_knn.py`` measures it).
 
-Threads: torch and faiss use :func:`~oodbench.methods.shared.threads.cpu_threads`.
+Threads: the same neighbours and similarities, bit for bit, whatever the thread count.
+On the CPU both backends search fixed blocks of :data:`QUERY_ROWS` queries from
+:func:`~oodbench.methods.shared.threads.cpu_threads` worker threads, each block on one
+torch (or faiss and BLAS) thread.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from oodbench.core.errors import DataError, ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.methods.shared.checks import SmallBankWarning, warn_fit
 from oodbench.methods.shared.logits import logsumexp_block
-from oodbench.methods.shared.threads import cpu_threads
+from oodbench.methods.shared.threads import cpu_threads, ordered_map
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +62,6 @@ class Bank:
         self.shape = rows.shape
         if backend == "faiss":
             faiss = _faiss(where)
-            faiss.omp_set_num_threads(cpu_threads())
             self._index = faiss.IndexFlatIP(rows.shape[1])
             self._index.add(rows)  # the index keeps its own copy
         else:
@@ -82,31 +84,67 @@ class Bank:
             raise DataError(f"k={k} neighbours requested from a bank of only {len(self)} rows")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.backend == "faiss":
-            values, rows = self._index.search(queries, k)
-            return values, rows.astype(np.int64)
+            return self._search_faiss(queries, k)
         return self._search_torch(queries, k)
 
+    def _search_faiss(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed blocks of queries searched from a thread pool, faiss and its BLAS on one
+        thread per block: its products then have the same bits whatever the thread
+        count (oodbench/methods/shared/threads.py)."""
+        faiss = _faiss("")
+
+        def search_block(start: int) -> tuple[np.ndarray, np.ndarray]:
+            faiss.omp_set_num_threads(1)  # this thread's OpenMP (faiss's BLAS follows it)
+            return self._index.search(queries[start : start + QUERY_ROWS], k)
+
+        found = list(ordered_map(search_block, range(0, len(queries), QUERY_ROWS)))
+        values = np.concatenate([np.empty((0, k), np.float32), *(v for v, _ in found)])
+        rows = np.concatenate([np.empty((0, k), np.int64), *(r for _, r in found)])
+        return values, rows.astype(np.int64)
+
     def _search_torch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks of queries one after another on a GPU; on the CPU from a thread pool, one
+        torch thread per block (and one [QUERY_ROWS, BANK_ROWS] tile of 128 MB per
+        worker): a product's bits may depend on how many threads compute it, a block's
+        then do not (oodbench/methods/shared/threads.py)."""
+        import torch
+
+        starts = range(0, len(queries), QUERY_ROWS)
+        if self._tensor.device.type != "cpu":
+            found = [self._search_torch_block(queries[s : s + QUERY_ROWS], k) for s in starts]
+        else:
+            before = torch.get_num_threads()
+
+            def search_block(start: int) -> tuple[np.ndarray, np.ndarray]:
+                torch.set_num_threads(1)  # this thread's OpenMP, and MKL's
+                return self._search_torch_block(queries[start : start + QUERY_ROWS], k)
+
+            try:
+                found = list(ordered_map(search_block, starts))
+            finally:
+                torch.set_num_threads(before)
+        values = np.concatenate([np.empty((0, k), np.float32), *(v for v, _ in found)])
+        rows = np.concatenate([np.empty((0, k), np.int64), *(r for _, r in found)])
+        return values, rows
+
+    def _search_torch_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best bank rows of each query of one block, merging a running top-k over
+        tiles of the bank."""
         import torch
 
         bank = self._tensor
-        values = np.empty((len(queries), k), dtype=np.float32)
-        rows = np.empty((len(queries), k), dtype=np.int64)
         with torch.no_grad():
-            for start in range(0, len(queries), QUERY_ROWS):
-                q = torch.from_numpy(queries[start : start + QUERY_ROWS]).to(bank.device)
-                best = torch.full((len(q), k), -torch.inf, device=bank.device)
-                best_rows = torch.zeros((len(q), k), dtype=torch.int64, device=bank.device)
-                for b0 in range(0, len(bank), BANK_ROWS):
-                    sims = q @ bank[b0 : b0 + BANK_ROWS].T
-                    tile = torch.topk(sims, min(k, sims.shape[1]), dim=1)
-                    merged = torch.cat([best, tile.values], dim=1)
-                    merged_rows = torch.cat([best_rows, tile.indices + b0], dim=1)
-                    best, pick = torch.topk(merged, k, dim=1)
-                    best_rows = torch.gather(merged_rows, 1, pick)
-                values[start : start + len(q)] = best.cpu().numpy()
-                rows[start : start + len(q)] = best_rows.cpu().numpy()
-        return values, rows
+            q = torch.from_numpy(queries).to(bank.device)
+            best = torch.full((len(q), k), -torch.inf, device=bank.device)
+            best_rows = torch.zeros((len(q), k), dtype=torch.int64, device=bank.device)
+            for b0 in range(0, len(bank), BANK_ROWS):
+                sims = q @ bank[b0 : b0 + BANK_ROWS].T
+                tile = torch.topk(sims, min(k, sims.shape[1]), dim=1)
+                merged = torch.cat([best, tile.values], dim=1)
+                merged_rows = torch.cat([best_rows, tile.indices + b0], dim=1)
+                best, pick = torch.topk(merged, k, dim=1)
+                best_rows = torch.gather(merged_rows, 1, pick)
+            return best.cpu().numpy(), best_rows.cpu().numpy()
 
 
 def _faiss(where: str) -> ModuleType:
@@ -149,8 +187,9 @@ def neighbour_count(
 
 
 def energies(features: np.ndarray, fc: Linear, rows: int = 8192) -> np.ndarray:
-    """logsumexp of the float32 logits per row, streamed so [N, C] never exists at once."""
-    out = np.empty(len(features), dtype=np.float32)
-    for s in range(0, len(features), rows):
-        out[s : s + rows] = logsumexp_block(fc.logits(features[s : s + rows]))
-    return out
+    """logsumexp of the float32 logits per row, streamed so [N, C] never exists at once
+    (fixed blocks of rows in a thread pool: oodbench/methods/shared/threads.py)."""
+    blocks = ordered_map(
+        lambda s: logsumexp_block(fc.logits(features[s : s + rows])), range(0, len(features), rows)
+    )
+    return np.concatenate([np.empty(0, np.float32), *blocks]).astype(np.float32, copy=False)

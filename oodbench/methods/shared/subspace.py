@@ -36,6 +36,7 @@ from oodbench.formats.atomic import atomic_path
 from oodbench.formats.classifier import Linear
 from oodbench.methods.base import Detector, FitData
 from oodbench.methods.shared.checks import IllPosedFitWarning, warn_fit
+from oodbench.methods.shared.threads import blas_threads, ordered_map
 
 #: rows per block when streaming over train: bounds temporaries to ~30 MB at D=768, C=1000
 CHUNK_ROWS = 8192
@@ -123,14 +124,20 @@ def second_moment(features: np.ndarray, fc: Linear) -> tuple[np.ndarray, np.ndar
         raise DataError("ViM: the ID train features are empty")
     w = np.asarray(fc.weight, dtype=np.float32)
     b = np.asarray(fc.bias, dtype=np.float32)
-    origin = -(np.linalg.pinv(w) @ b)
-    sigma = np.zeros((d, d), dtype=np.float64)
-    max_logit_sum = 0.0
-    for start in range(0, n, CHUNK_ROWS):
+    with blas_threads(1):  # LAPACK's bits depend on its thread count
+        origin = -(np.linalg.pinv(w) @ b)
+
+    def block_moments(start: int) -> tuple[np.ndarray, float]:
         block = np.asarray(x[start : start + CHUNK_ROWS], dtype=np.float32)
         centred = block - origin
-        sigma += centred.T @ centred  # float32 block product, float64 accumulation
-        max_logit_sum += float((block @ w.T + b).max(axis=1).sum(dtype=np.float64))
+        max_logits = (block @ w.T + b).max(axis=1).sum(dtype=np.float64)
+        return centred.T @ centred, float(max_logits)  # float32 block product
+
+    sigma = np.zeros((d, d), dtype=np.float64)
+    max_logit_sum = 0.0
+    for product, max_logits in ordered_map(block_moments, range(0, n, CHUNK_ROWS)):
+        sigma += product  # float64 accumulation, in block order
+        max_logit_sum += max_logits
     return origin, sigma / n, max_logit_sum / n
 
 
@@ -148,10 +155,14 @@ def _fit_vim_uncached(features: np.ndarray, fc: Linear, dim: int) -> ViMFit:
     d = x.shape[1]
     origin, sigma, mean_max_logit = second_moment(x, fc)
     # eigh returns ascending eigenvalues: the first D - DIM columns span the residual space
-    _, vectors = np.linalg.eigh(sigma)
+    with blas_threads(1):
+        _, vectors = np.linalg.eigh(sigma)
     null_space = np.ascontiguousarray(vectors[:, : d - dim], dtype=np.float32)
     partial = ViMFit(origin=origin, null_space=null_space, alpha=1.0, dim=dim)
-    residual_mean = float(partial.residual(x).mean(dtype=np.float64))
+    blocks = ordered_map(
+        partial.residual, (x[s : s + CHUNK_ROWS] for s in range(0, len(x), CHUNK_ROWS))
+    )
+    residual_mean = float(np.concatenate(list(blocks)).mean(dtype=np.float64))
     alpha = _alpha(mean_max_logit, residual_mean)
     return ViMFit(origin=origin, null_space=null_space, alpha=alpha, dim=dim)
 
@@ -191,14 +202,19 @@ def subspace_moments(features: np.ndarray, fc: Linear, fingerprint: str = "") ->
     x = np.asarray(features)
     n, d = x.shape
     origin, sigma, mean_max_logit = second_moment(x, fc)
-    eigenvalues, vectors = np.linalg.eigh(sigma)
+    with blas_threads(1):  # LAPACK's bits depend on its thread count
+        eigenvalues, vectors = np.linalg.eigh(sigma)
     basis = np.ascontiguousarray(vectors, dtype=np.float32)
-    sums = np.zeros(d, dtype=np.float64)  # entry j: residual over the first j + 1 columns
-    for start in range(0, n, CHUNK_ROWS):
+
+    def block_residuals(start: int) -> np.ndarray:
         block = np.asarray(x[start : start + CHUNK_ROWS], dtype=np.float32) - origin
         squares = np.square(block @ basis, dtype=np.float64)
         np.cumsum(squares, axis=1, out=squares)
-        sums += np.sqrt(squares, out=squares).sum(axis=0)
+        return np.sqrt(squares, out=squares).sum(axis=0)
+
+    sums = np.zeros(d, dtype=np.float64)  # entry j: residual over the first j + 1 columns
+    for part in ordered_map(block_residuals, range(0, n, CHUNK_ROWS)):
+        sums += part  # in block order
     residual_means = np.zeros(d + 1, dtype=np.float64)  # DIM = D: nothing left, 0
     residual_means[:d] = sums[::-1] / n  # DIM = D - (j + 1)
     return SubspaceMoments(

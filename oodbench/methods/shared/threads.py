@@ -1,55 +1,51 @@
-"""How many CPU threads the numeric libraries of a stage may use.
+"""Threads for the numeric work of fits and scores, with results that never depend on them.
 
-A stage sizes BLAS (numpy/scipy's OpenBLAS or MKL, through threadpoolctl), torch and
-faiss to the cores *this process may run on*, ``len(os.sched_getaffinity(0))``, not to
-the cores of the machine: a stage started under ``taskset`` or in a container limited
-to a CPU set stays inside it, and concurrent stages (``dvc queue start -j N``) can be
-given a share each instead of every one starting a thread per core.
+A BLAS or LAPACK call's bits may depend on how many threads it runs: OpenBLAS picks a
+small-matrix kernel on one thread and a blocked, threaded one on several; LAPACK's
+eigh, pinv and inv split their updates differently (both measured on the 2-core
+development machine: pinv, eigh and inv of a 768 x 768 matrix change in the last bits
+between 1 and 3 threads). So in a score or subspace stage every BLAS call gets one
+thread, and the cores are used by running *fixed* row blocks in a thread pool
+(:func:`ordered_map`): the blocks are the same whatever the thread count, each block's
+products run on one BLAS thread, and their partial results are combined in block
+order. Decompositions run on one thread: they are small (D x D) next to the passes
+over the rows.
 
-``OODBENCH_THREADS=N`` (an integer >= 1) overrides the count, e.g. ``OODBENCH_THREADS=1
-dvc queue start -j 8`` on an 8-core machine.
+The thread count itself comes from :func:`oodbench.core.threads.cpu_threads`
+(``OODBENCH_THREADS`` overrides it); this module also offers that module's
+``limit_blas_threads`` and ``blas_threads`` to the methods and the score stage.
 """
 
 from __future__ import annotations
 
-import os
-from contextlib import AbstractContextManager
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
-from oodbench.core.errors import ParamsError
+from oodbench.core.threads import THREADS_ENV, blas_threads, cpu_threads, limit_blas_threads
 
-#: environment variable overriding the thread count
-THREADS_ENV = "OODBENCH_THREADS"
+__all__ = ["THREADS_ENV", "blas_threads", "cpu_threads", "limit_blas_threads", "ordered_map"]
 
-
-def cpu_threads() -> int:
-    """``OODBENCH_THREADS`` when set, else the number of cores this process may use."""
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ParamsError(f"{THREADS_ENV}={value!r}: must be an integer >= 1")
-        return int(value)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux: no affinity mask to read
-        return max(1, os.cpu_count() or 1)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-def limit_blas_threads() -> int:
-    """Size the BLAS thread pools of this process to :func:`cpu_threads`; returns it.
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], threads: int | None = None
+) -> Iterator[R]:
+    """``fn(item)`` for every item, computed by `threads` worker threads (default
+    :func:`cpu_threads`) with one BLAS thread each, yielded in the order of `items`.
 
-    Applied for the life of the process (a stage is one process); torch and faiss are
-    sized when they are first used (oodbench/methods/shared/neighbours.py)."""
-    from threadpoolctl import threadpool_limits
-
-    threads = cpu_threads()
-    threadpool_limits(limits=threads, user_api="blas")
-    return threads
-
-
-def blas_threads(threads: int) -> AbstractContextManager:
-    """A context in which the BLAS pools of this process use `threads` threads (then
-    the previous count again): row blocks scored from concurrent Python threads each
-    get one BLAS thread instead of every block asking for every core."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads, user_api="blas")
+    The caller combines the results in that order, so a sum over row blocks is the same
+    float whatever the thread count. At most two results per worker are held at once:
+    memory stays at a few blocks, not one result per block."""
+    workers = max(1, threads or cpu_threads())
+    with blas_threads(1), ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
