@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from scipy import sparse
 
 from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear
@@ -39,6 +38,8 @@ def template_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class sums of softmax rows (float64 [C, C]) and counts, grouped by `labels`
     or, when None, by the predicted class (argmax of the softmax)."""
+    from scipy import sparse  # here, not at import: the check stage loads every method
+
     c = fc.num_classes
     sums = np.zeros((c, c), dtype=np.float64)
     counts = np.zeros(c, dtype=np.int64)

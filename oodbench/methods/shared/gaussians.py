@@ -17,7 +17,6 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from scipy import linalg, sparse
 
 from oodbench.core.errors import DataError
 from oodbench.formats.features import FeatureSet
@@ -98,6 +97,8 @@ def class_sums(
     features: np.ndarray, labels: np.ndarray, num_classes: int, normalize: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class sums (float64 [C, D]) and counts, by a sparse one-hot product per block."""
+    from scipy import sparse  # here, not at import: the check stage loads every method
+
     sums = np.zeros((num_classes, features.shape[1]), dtype=np.float64)
     for start, block in iter_blocks(features, normalize):
         lab = labels[start : start + len(block)]
@@ -174,6 +175,8 @@ def fit_gaussians(
     if covariance == "pooled":
         if within is None:
             within = scatter(x, means, labels, normalize)
+        from scipy import linalg
+
         precision, rank = linalg.pinvh(within / len(x), check_finite=False, return_rank=True)
         warn_if_singular(where, len(x), int(present.sum()), int(rank), x.shape[1])
     else:
