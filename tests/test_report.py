@@ -16,7 +16,7 @@ from oodbench.cli.app import app
 from oodbench.core.errors import DataError
 from oodbench.results import report
 from oodbench.results.figure import metric_matrix, write_png
-from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points
+from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points, write_csv
 from tests.conftest import run
 from tests.faults_catalogue import catalogue
 
@@ -138,7 +138,7 @@ def test_summary_figure_rows_are_shared_across_backbones(tmp_path):
 
 def test_histogram_is_long_format_with_both_samples():
     rng = np.random.default_rng(0)
-    frame = histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200))
+    frame = pd.DataFrame(histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200)))
     assert list(frame.columns) == ["score", "density", "sample", "x_scale"]
     assert set(frame["x_scale"]) == {"linear"}
     for sample in ("id", "ood"):
@@ -149,8 +149,8 @@ def test_histogram_is_long_format_with_both_samples():
 
 
 def test_roc_points_span_the_grid():
-    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
-    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["fpr", "tpr"]
+    frame = pd.DataFrame(roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5])))
+    assert list(frame.columns) == ["fpr", "tpr"]
     assert frame["tpr"].iloc[-1] == 1.0 and frame["fpr"].iloc[0] == 0.0
 
 
@@ -186,7 +186,7 @@ def _highest_point_loop(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
 
 def test_roc_steps_keep_their_top_at_repeated_fpr():
     """sklearn's points (0,0) (0,1/3) (.5,1/3) (.5,1) (1,1): two vertical steps."""
-    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
+    frame = pd.DataFrame(roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5])))
     tpr = dict(zip(np.round(frame["fpr"], 6), frame["tpr"], strict=True))
     assert tpr[0.0] == pytest.approx(1 / 3)  # the top of the step at fpr 0, not 0
     assert tpr[0.25] == pytest.approx(1 / 3)  # flat between the steps, not slanted
@@ -231,7 +231,7 @@ def test_roc_points_are_sklearns_curve_on_the_grid(decimals):
 )
 def test_histograms_of_scores_over_many_decades_are_transformed(id_scores, ood_scores, scale):
     assert histogram_scale(np.r_[id_scores, ood_scores]) == scale
-    frame = histogram(id_scores, ood_scores)
+    frame = pd.DataFrame(histogram(id_scores, ood_scores))
     assert set(frame["x_scale"]) == {scale}
     axis = frame["score"].to_numpy()
     if scale == "-log10(-score)":  # higher is still more in-distribution
@@ -252,6 +252,24 @@ def test_histograms_of_scores_over_many_decades_are_transformed(id_scores, ood_s
     ood_peak = ood_part["score"].to_numpy()[np.argmax(ood_part["density"].to_numpy()[:-1])]
     if scale != "linear":  # the order survives: ID (higher scores) peaks right of OOD
         assert peak > ood_peak
+
+
+def test_plot_files_are_what_pandas_to_csv_writes(tmp_path):
+    """The plot CSVs are written without pandas (evaluate starts without it); they must
+    stay byte for byte what ``DataFrame.to_csv(index=False, float_format="%.6g")`` wrote,
+    NaN, inf, -0.0 and a transformed axis name included."""
+    rng = np.random.default_rng(3)
+    cases = [
+        roc_points(rng.normal(1, 1, 50), rng.normal(0, 1, 40)),
+        histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200)),
+        histogram(np.logspace(10, 21, 50), np.logspace(0, 2, 30)),  # x_scale "log10"
+        histogram(-np.logspace(3, 5, 50), -np.logspace(18, 21, 30)),  # "-log10(-score)"
+        {"a": np.array([np.nan, np.inf, -np.inf, -0.0, 1e-300, 123456789.0]), "b": list("uvwxyz")},
+    ]
+    for i, columns in enumerate(cases):
+        write_csv(tmp_path / f"{i}.csv", columns)
+        want = pd.DataFrame(columns).to_csv(index=False, float_format="%.6g")
+        assert (tmp_path / f"{i}.csv").read_text() == want
 
 
 def test_rank_transform_is_the_pooled_fraction_below():

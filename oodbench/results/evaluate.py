@@ -30,7 +30,7 @@ from oodbench.formats.atomic import write_text
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
-from oodbench.formats.manifest import read_manifest
+from oodbench.formats.manifest import count_not_ok
 from oodbench.formats.paths import (
     fc_path,
     features_dir,
@@ -125,8 +125,7 @@ def n_skipped(dataset: str) -> int | None:
     path = Path("data/manifests") / f"{dataset}.parquet"
     if not path.is_file():
         return None
-    frame, _ = read_manifest(path)
-    return int((frame["status"] != "ok").sum())
+    return count_not_ok(path)
 
 
 def evaluate_backbone(backbone: str, features: str | None = None) -> None:
