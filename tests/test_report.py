@@ -81,7 +81,47 @@ def test_lower_is_better_for_fpr(metrics_dir):
 
 def test_table_has_no_escape_codes_off_a_terminal(metrics_dir):
     text = report.render(report.load_all(metrics_dir), "auroc", "table", color=False)
-    assert "\x1b[" not in text and "lite1:mean" in text
+    assert "\x1b[" not in text and "\nlite1\n" in text and "lite0:digits" not in text
+    colored = report.render(report.load_all(metrics_dir), "auroc", "table", color=True)
+    assert "\x1b[1m85.00" in colored  # the best of lite0's textures column, in bold
+
+
+def wide_metrics(sets: int) -> dict:
+    """One backbone with `sets` OOD sets of long names, three methods."""
+    names = [f"openimage_o_{i:02d}" for i in range(sets)]
+    methods = {
+        m: {
+            n: {"auroc": 0.5 + 0.01 * i + 0.1 * j}
+            for j, n in enumerate([*names, "near", "far", "mean"])
+        }
+        for i, m in enumerate(("msp", "energy", "mahalanobis_pp"))
+    }
+    return {"id": {"n": 10}, "ood": {n: {"n": 5} for n in names}, "methods": methods}
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_table_fits_the_width_in_whole_columns(width):
+    """Each backbone is its own table; one wider than the terminal is split into tables
+    of whole columns, each repeating the method column: every line fits, no header is
+    cut or wrapped, and every value appears once."""
+    all_metrics = {"vit": wide_metrics(12), "lite0": fake_metrics(0.0)}
+    text = report.render(all_metrics, "auroc", "table", width=width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in text
+    headers = [line.split() for line in lines if line.startswith(" method")]
+    columns = [name for header in headers for name in header[1:]]
+    want = [f"openimage_o_{i:02d}" for i in range(12)] + ["near", "far", "mean"]
+    assert columns == [*want, "digits", "textures", "near", "far", "mean"]
+    titles = [line for line in lines if line.startswith("vit")]
+    parts = len(titles) - 1  # the counts line starts with "vit:" too
+    assert (parts > 1) == (width < 200) and titles[0] == (
+        f"vit (1/{parts})" if parts > 1 else "vit"
+    )
+    rows = [line.split() for line in lines if line.startswith(" mahalanobis_pp")]
+    values = [v for row in rows[:parts] for v in row[1:]]
+    assert values == [f"{100 * (0.52 + 0.1 * j):.2f}" for j in range(15)]
+    assert "vit: ID val n=10; OOD openimage_o_00 n=5" in " ".join(text.split())  # may wrap
 
 
 def test_cli_report_backbones_metric_and_png(metrics_dir, tmp_path):
