@@ -65,6 +65,35 @@ def test_csv_puts_backbones_side_by_side(metrics_dir):
     assert float(rows[1][rows[0].index("lite1:digits auroc (fraction 0-1)")]) == pytest.approx(0.65)
 
 
+def test_evaluate_writes_one_summary_per_method(tmp_path, monkeypatch):
+    """metrics/<bb>/<method>.json: near/far/mean AUROC and FPR95 (the files dvc.yaml
+    declares as metrics); empty for a skipped method; files of methods no longer
+    evaluated are removed."""
+    from oodbench.results.evaluate import write_summaries
+
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "metrics" / "lite0" / "odin.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    detail = fake_metrics(0.0)
+    detail["methods"]["only_far"] = {"textures": detail["methods"]["msp"]["textures"]}
+    detail["methods"]["only_far"]["far"] = detail["methods"]["only_far"]["mean"] = detail[
+        "methods"
+    ]["msp"]["far"]
+    write_summaries("lite0", ["msp", "energy", "mcm", "only_far"], detail)
+    folder = tmp_path / "metrics" / "lite0"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "energy.json", "mcm.json", "msp.json", "only_far.json"
+    ]  # fmt: skip
+    msp = json.loads((folder / "msp.json").read_text())
+    assert msp == {
+        "auroc": {"near": 0.6, "far": 0.8, "mean": 0.7},
+        "fpr95": {"near": 1 - 0.6, "far": 1 - 0.8, "mean": 1 - 0.7},
+    }
+    assert json.loads((folder / "mcm.json").read_text()) == {}  # skipped: no methods entry
+    assert json.loads((folder / "only_far.json").read_text())["auroc"] == {"far": 0.8, "mean": 0.8}
+
+
 def test_markdown_marks_the_best_per_column(metrics_dir):
     text = report.render(report.load_all(metrics_dir, ["lite1"]), "auroc", "markdown")
     lines = text.splitlines()

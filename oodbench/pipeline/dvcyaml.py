@@ -306,8 +306,14 @@ def evaluate_stage(bench: Benchmark, backbone: str, root: Path) -> dict[str, Any
             spec(specs.code_digest("evaluate")),
         ],
         # persist: DVC deletes a stage's outputs before running it; the results a user
-        # has stay until evaluate writes new ones (atomically), even if a stage fails
-        "metrics": [{paths.metrics_path(backbone).as_posix(): {"cache": False, "persist": True}}],
+        # has stay until evaluate writes new ones (atomically), even if a stage fails.
+        # The per-set detail is a plain output, the per-method summaries are the metrics:
+        # DVC draws one column per key, so `dvc metrics show` stays six columns wide
+        "outs": [{paths.metrics_path(backbone).as_posix(): {"cache": False, "persist": True}}],
+        "metrics": [
+            {paths.summary_path(backbone, m).as_posix(): {"cache": False, "persist": True}}
+            for m in bench.methods_of(backbone)
+        ],
         "plots": [
             {
                 (paths.plots_dir(backbone) / "roc").as_posix(): {
