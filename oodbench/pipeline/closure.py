@@ -21,38 +21,17 @@ PACKAGE = "oodbench"
 
 def module_path(module: str, root: Path) -> str | None:
     """``oodbench.a.b`` -> ``oodbench/a/b.py`` (or ``.../b/__init__.py``), None if not a file."""
-    return _module_file(module, package_files(root))
-
-
-def packages_of(module: str, root: Path) -> list[str]:
-    """The ``__init__.py`` of every package containing `module` (import runs them all)."""
-    return _packages(module, package_files(root))
-
-
-def package_files(root: Path) -> frozenset[str]:
-    """Every ``.py`` file of the package under `root`, as posix paths relative to it: one
-    directory walk per closure, instead of a stat per candidate module (the check stage
-    computes dozens of closures of the same files at every run)."""
-    base = os.path.join(root, PACKAGE)
-    found = []
-    for folder, subfolders, files in os.walk(base):
-        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
-        rel = os.path.relpath(folder, root).replace(os.sep, "/")
-        found += [f"{rel}/{name}" for name in files if name.endswith(".py")]
-    return frozenset(found)
-
-
-def _module_file(module: str, files: frozenset[str]) -> str | None:
     base = module.replace(".", "/")
     for candidate in (f"{base}.py", f"{base}/__init__.py"):
-        if candidate in files:
+        if os.path.isfile(os.path.join(root, candidate)):  # not pathlib: called thousands of times
             return candidate
     return None
 
 
-def _packages(module: str, files: frozenset[str]) -> list[str]:
+def packages_of(module: str, root: Path) -> list[str]:
+    """The ``__init__.py`` of every package containing `module` (import runs them all)."""
     parts = module.split(".")
-    found = (_module_file(".".join(parts[:i]), files) for i in range(1, len(parts)))
+    found = (module_path(".".join(parts[:i]), root) for i in range(1, len(parts)))
     return [p for p in found if p is not None]
 
 
@@ -76,7 +55,13 @@ def _parse_imports(path: Path, mtime_ns: int) -> tuple[str, ...]:  # mtime: edit
 
 def closure(entries: Iterable[str], root: Path) -> list[str]:
     """Every project file the `entries` (paths relative to `root`) run, sorted."""
-    files = package_files(root)
+    located: dict[str, str | None] = {}  # module -> file, looked up once per closure
+
+    def locate(module: str) -> str | None:
+        if module not in located:
+            located[module] = module_path(module, root)
+        return located[module]
+
     seen: set[str] = set()
     todo = list(entries)
     while todo:
@@ -85,7 +70,9 @@ def closure(entries: Iterable[str], root: Path) -> list[str]:
             continue
         seen.add(current)
         for module in direct_imports(root / current):
-            found = _module_file(module, files)
+            found = locate(module)
             if found is not None:
-                todo += [found, *_packages(module, files)]
+                parts = module.split(".")
+                packages = (locate(".".join(parts[:i])) for i in range(1, len(parts)))
+                todo += [found, *(p for p in packages if p is not None)]
     return sorted(seen)
