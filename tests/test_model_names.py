@@ -18,6 +18,7 @@ import yaml
 from oodbench.core.errors import ParamsError
 from oodbench.models import names
 from tests.conftest import ROOT, run
+from tests.faults_catalogue import catalogue
 
 HEAVY = ("torch", "timm", "torchvision", "open_clip")
 
@@ -97,6 +98,13 @@ def imported(stderr: str) -> set[str]:
     return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", stderr, flags=re.M))
 
 
+@catalogue(
+    "params",
+    "a backbone names a model the installed timm (or open_clip) does not know, e.g. a typo",
+    "the check stage stops with one `error:` line naming the key and how to list the "
+    "models, exit 2, before any work; it reads the names from a list cached per library "
+    "version and imports neither torch nor timm",
+)
 def test_check_stage_imports_no_model_library_and_refuses_unknown_names(
     tmp_path: Path,
 ) -> None:
