@@ -7,7 +7,8 @@ them alike (medians are printed):
 
 - ``dvc exp run -S methods.energy.temperature=T`` end to end, a new T each time: it
   reruns the check stage, energy's score stage and evaluate on each backbone that runs
-  energy, and the leaderboard;
+  energy, and the leaderboard; and a ``dvc exp run`` that changes nothing (DVC's own
+  cost of an experiment, whatever the stages do);
 - those stages' own commands, run as DVC runs them (``python stages/<kind>.py ...``);
 - DVC's overhead per stage: ``dvc repro -f -s`` of one and of K score stages, wall time
   minus the stages' own time, the difference over K - 1 (as benchmarks/dvc_matrix.py);
@@ -166,6 +167,10 @@ def experiment(variant: Variant, value: float) -> None:
     ran = re.findall(r"Running stage '([^']+)'", out)
     variant.record("exp run", seconds)
     variant.times["stages rerun"] = [float(len(ran))]
+    reset(variant)
+    # DVC's own floor: an experiment that changes nothing (stash, index, every stage's
+    # status and lock, commit), the part of the time no stage's code can remove
+    variant.record("no-op `dvc exp run`", variant.sh("dvc", "exp", "run")[0])
     reset(variant)
 
 
