@@ -1,9 +1,11 @@
 """How long one experiment takes on the demo, and what that time is made of.
 
-Builds the demo workspace (the committed params.yaml: every backbone and method, with
-the tests' small demo data, so that the build takes minutes), commits it, then measures
-in rounds, the variants taking turns within each round so that a busy machine slows
-them alike (medians are printed):
+Builds demo workspaces of two shapes, both with the tests' small demo data (so that a
+build takes minutes) and committed: ``small``, the tests' workspace (tests/conftest.py
+make_workspace: lite0 and four methods, 19 stages), and ``demo``, the committed
+params.yaml (every backbone and method, 77 stages). Then measures in rounds, the
+variants taking turns within each round so that a busy machine slows them alike
+(medians are printed):
 
 - ``dvc exp run -S methods.energy.temperature=T`` end to end, a new T each time: it
   reruns the check stage, energy's score stage and evaluate on each backbone that runs
@@ -58,7 +60,12 @@ SMALL_DEMO = {
     "crop_size": 64,
 }
 METHOD = "energy"
-RERUN = ("msp", "maxlogit", "energy", "odin")  # score stages forced for DVC's overhead
+RERUN = ("msp", "maxlogit", "energy", "react")  # score stages forced for DVC's overhead
+#: the workspaces: what each changes in the committed params.yaml
+SHAPES = {
+    "small": {"backbones": ["lite0"], "methods": ["msp", "energy", "react", "maxlogit"]},
+    "demo": {},
+}
 
 
 @dataclass
@@ -101,25 +108,26 @@ def copy_code(source: Path, dest: Path) -> None:
     shutil.copytree(source / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
 
 
-def build_current(dest: Path) -> Variant:
-    """The demo workspace with this checkout's code, after one real `dvc repro`."""
+def build_current(dest: Path, shape: str) -> Variant:
+    """A workspace of `shape` with this checkout's code, after one real `dvc repro`."""
     dest.mkdir(parents=True)
     copy_code(ROOT, dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["demo"] = dict(SMALL_DEMO)
     params["probe"]["epochs"] = 20
+    params["benchmark"].update(SHAPES[shape])
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    variant = Variant("this checkout", dest)
+    variant = Variant(f"{shape}: this checkout", dest)
     variant.sh("git", "init", "-q")
     variant.sh("oodbench", "pipeline")
     t = time.perf_counter()
     variant.sh("dvc", "repro")
-    print(f"built the demo workspace: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    print(f"built the {shape} workspace: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     variant.commit("built")
     return variant
 
 
-def build_baseline(current: Variant, dest: Path, rev: str) -> Variant:
+def build_baseline(current: Variant, dest: Path, rev: str, shape: str) -> Variant:
     """A copy of the built workspace with revision `rev`'s package and stage scripts; its
     own dvc.yaml and specs, the outputs recorded as they are (`dvc commit`)."""
     shutil.copytree(current.ws, dest, symlinks=True)
@@ -133,7 +141,7 @@ def build_baseline(current: Variant, dest: Path, rev: str) -> Variant:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
-    variant = Variant(f"baseline {rev}", dest)
+    variant = Variant(f"{shape}: {rev}", dest)
     variant.sh("oodbench", "pipeline")
     variant.sh(sys.executable, "stages/check.py")
     variant.sh("dvc", "commit", "-f", "-q")
@@ -202,6 +210,7 @@ def dvc_overhead(variant: Variant) -> None:
 def matrix(variant: Variant, workdir: Path, args: argparse.Namespace) -> None:
     """The full matrix built from this variant's demo workspace, with its code."""
     ws = workdir / f"matrix-{variant.ws.name}"
+    shutil.rmtree(ws, ignore_errors=True)
     ws.mkdir()
     old = dvc_matrix.ENV
     dvc_matrix.ENV = {**old, "PYTHONPATH": str(variant.ws)}  # for its `oodbench pipeline` etc.
@@ -243,8 +252,9 @@ def table(variants: list[Variant], args: argparse.Namespace) -> str:
             else:
                 cells.append(f"{statistics.median(values):.2f}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    if len(variants) == 2:
-        first, last = variants
+    for first, last in zip(variants[::2], variants[1::2], strict=False):
+        if first.label.split(":")[0] != last.label.split(":")[0]:
+            continue  # ratios within one shape, baseline -> this checkout
         ratios = []
         for key in keys:
             if key in ("stages rerun", "matrix stages") or key not in first.times:
@@ -260,6 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", help="a git revision to measure beside this checkout")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shapes", default="small,demo", help="workspaces: small, demo")
     parser.add_argument("--matrix", action="store_true", help="also the full matrix")
     parser.add_argument("--matrix-backbones", type=int, default=11)
     parser.add_argument("--matrix-methods", type=int, default=25)
@@ -269,15 +280,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="oodbench-iteration-"))
-    reuse = args.workdir is not None and (workdir / "current").is_dir()
-    current = Variant("this checkout", workdir / "current") if reuse else None
-    current = current or build_current(workdir / "current")
-    variants = [current]
-    if args.baseline:
-        if reuse and (workdir / "baseline").is_dir():
-            variants.insert(0, Variant(f"baseline {args.baseline}", workdir / "baseline"))
+    variants = []
+    for shape in args.shapes.split(","):
+        here, there = workdir / f"{shape}-current", workdir / f"{shape}-baseline"
+        if here.is_dir():  # --workdir: built by an earlier run
+            current = Variant(f"{shape}: this checkout", here)
         else:
-            variants.insert(0, build_baseline(current, workdir / "baseline", args.baseline))
+            current = build_current(here, shape)
+        if args.baseline and there.is_dir():
+            variants.append(Variant(f"{shape}: {args.baseline}", there))
+        elif args.baseline:
+            variants.append(build_baseline(current, there, args.baseline, shape))
+        variants.append(current)
     for variant in variants:
         reset(variant)
     for round_ in range(args.rounds):
@@ -288,8 +302,8 @@ def main() -> None:
         print(f"round {round_ + 1}: " + "; ".join(
             f"{v.label}: exp run {v.times['exp run'][-1]:.1f} s" for v in variants
         ), file=sys.stderr)  # fmt: skip
-    if args.matrix:
-        for variant in variants:
+    if args.matrix:  # copies of the demo workspace's artifacts (it has every stage kind)
+        for variant in [v for v in variants if v.label.startswith("demo:")]:
             matrix(variant, workdir, args)
     print(table(variants, args))
     if args.keep or args.workdir:
