@@ -91,9 +91,9 @@ def method_summary(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def write_summaries(backbone: str, methods: list[str], report: dict[str, Any]) -> None:
-    """One summary file per method of the backbone; a skipped method's is empty (dvc.yaml
-    declares every method's file, and `dvc metrics show` prints its row as dashes). Files
-    of methods no longer evaluated are removed, so the folder is what this stage wrote."""
+    """One summary file per method of the backbone; a skipped method's is empty (`dvc
+    metrics show` prints its row as dashes). Files of methods no longer evaluated are
+    removed: the folder, which dvc.yaml declares as metrics, holds what this run wrote."""
     for method in methods:
         block = report["methods"].get(method)
         summary = method_summary(block) if block is not None else {}
