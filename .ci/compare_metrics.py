@@ -1,4 +1,7 @@
-"""Fail when regenerated metrics differ from the committed ones beyond a tolerance."""
+"""Fail when regenerated metrics differ from the committed ones beyond a tolerance.
+
+Every JSON file under the folders counts, at any depth: the per-backbone detail
+(``<bb>.json``) and the per-method summaries (``<bb>/<method>.json``)."""
 
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ def leaves(node: object, prefix: str = "") -> dict[str, object]:
 
 def compare(old_dir: Path, new_dir: Path, tol: float) -> list[str]:
     problems = []
-    old_files = {p.name for p in old_dir.glob("*.json")}
-    new_files = {p.name for p in new_dir.glob("*.json")}
+    old_files = {p.relative_to(old_dir).as_posix() for p in old_dir.rglob("*.json")}
+    new_files = {p.relative_to(new_dir).as_posix() for p in new_dir.rglob("*.json")}
     problems += [f"{name}: missing after dvc repro" for name in sorted(old_files - new_files)]
     problems += [f"{name}: new, not committed" for name in sorted(new_files - old_files)]
     for name in sorted(old_files & new_files):

@@ -130,8 +130,10 @@ def fake_outputs(ws: Path, real: Path, params: dict) -> None:
             shutil.copy2(
                 real / "scores/lite0/msp.parquet", ws / "scores" / bb / f"{method}.parquet"
             )
-        (ws / "metrics").mkdir(exist_ok=True)
+        (ws / "metrics" / bb).mkdir(parents=True, exist_ok=True)
         shutil.copy2(real / "metrics/lite0.json", ws / "metrics" / f"{bb}.json")
+        for method in params["benchmark"]["methods"]:  # the per-method summaries
+            shutil.copy2(real / "metrics/lite0/msp.json", ws / "metrics" / bb / f"{method}.json")
         shutil.copytree(real / "plots/lite0", ws / "plots" / bb)
     shutil.copy2(real / "metrics/leaderboard.md", ws / "metrics/leaderboard.md")
 

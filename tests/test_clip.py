@@ -179,11 +179,13 @@ def test_architecture_files_are_checked(tmp_path) -> None:
     with pytest.raises(ParamsError, match=r"backbones\.c\.clip_config .*not a JSON file"):
         B.validate_spec("c", {"clip_config": str(tmp_path / "broken.json")})
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
-    # an existing open_clip architecture is never silently replaced
+    # an existing open_clip architecture is never silently replaced: checked where the
+    # model is built, since that needs open_clip's registry (the check stage imports
+    # neither torch nor open_clip)
+    spec = {"clip": "ViT-B-16.openai", "clip_config": str(tmp_path / "tiny.json")}
+    B.validate_spec("c", spec)
     with pytest.raises(ParamsError, match=r"already has a different architecture named 'ViT-B-16'"):
-        B.validate_spec(
-            "c", {"clip": "ViT-B-16.openai", "clip_config": str(tmp_path / "tiny.json")}
-        )
+        B.load_backbone("c", spec)
 
 
 def test_state_dicts_load_nested_and_from_data_parallel(tiny, tmp_path) -> None:

@@ -134,3 +134,38 @@ def test_rejects_nan_and_empty():
         M.auroc(np.array([1.0, np.nan]), np.array([0.0]))
     with pytest.raises(DataError, match="0 OOD"):
         M.fpr95(np.array([1.0]), np.array([]))
+
+
+@pytest.mark.parametrize("kind", ["normal", "integers", "rounded", "extremes"])
+def test_curves_are_sklearns_float_for_float(kind):
+    """metrics.py computes the ROC and PR curves with numpy (scikit-learn costs the
+    evaluate stage a second of imports); every metric must stay the float sklearn gives,
+    not merely close to it, so regenerated metrics files do not move."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n_id, n_ood = rng.integers(1, 80, 2)
+        if kind == "normal":
+            ind, ood = rng.normal(0.5, 1, n_id), rng.normal(0, 1, n_ood)
+        elif kind == "integers":  # a few values: long ties across both sets
+            ind, ood = rng.integers(0, 4, n_id) * 1.0, rng.integers(0, 4, n_ood) * 1.0
+        elif kind == "rounded":
+            ind, ood = np.round(rng.normal(0.3, 1, n_id), 1), np.round(rng.normal(size=n_ood), 1)
+        else:  # signed zeros and kNN-sized magnitudes
+            ind = rng.choice([0.0, -0.0, 1e21, -1e21, 3.0], n_id)
+            ood = rng.choice([0.0, -0.0, 1e21, 2.0], n_ood)
+        labels = np.r_[np.ones(n_id, np.int64), np.zeros(n_ood, np.int64)]
+        scores = np.r_[ind, ood]
+        fpr, tpr, _ = skm.roc_curve(1 - labels, -scores)
+        want = {
+            "auroc": skm.roc_auc_score(labels, scores),
+            "fpr95_ood_positive": fpr[np.argmax(tpr >= 0.95)],
+            "aupr_in": skm.auc(*skm.precision_recall_curve(labels, scores)[1::-1]),
+            "aupr_out": skm.auc(*skm.precision_recall_curve(1 - labels, -scores)[1::-1]),
+        }
+        got = M.all_metrics(ind, ood)
+        assert {k: got[k] for k in want} == {k: float(v) for k, v in want.items()}
+        points = skm.roc_curve(labels, scores)[:2]
+        for mine, theirs in zip(M.roc_curve(labels, scores), points, strict=True):
+            np.testing.assert_array_equal(mine, theirs)

@@ -77,6 +77,41 @@ def test_scores_print_with_four_significant_digits():
     assert '"score": -1.234567e+21' in render(Prediction("x", "b", [], verdicts), "json")
 
 
+def test_zero_prints_without_a_sign():
+    """A score of -0.0 (e.g. energy of clipped zeros) printed as "-0" read as negative."""
+    from oodbench.results.predict import readable
+
+    assert [readable(v) for v in (-0.0, 0.0, -1e-20, -2.5)] == ["0", "0", "-1e-20", "-2.5"]
+    verdicts = [MethodVerdict("react", -0.0, -0.0, True)]
+    line = render(Prediction("x.png", "lite0", [], verdicts), "table").splitlines()[-1]
+    assert line == "react                     0            0  in-distribution"
+
+
+def test_warnings_are_collected_once_each_in_order(monkeypatch):
+    """Fits on few train rows warn (IllPosedFitWarning); predict returns each distinct
+    warning once, for the CLI to print after the answer instead of before it."""
+    import warnings
+
+    from oodbench.methods.shared.checks import IllPosedFitWarning
+    from oodbench.results import predict as single
+
+    def noisy(image, backbone, methods, top):
+        for text in ("methods.vim: few rows", "methods.rmds: singular", "methods.vim: few rows"):
+            warnings.warn(text, IllPosedFitWarning, stacklevel=1)
+        warnings.warn("a library notice", UserWarning, stacklevel=1)
+        return Prediction(str(image), backbone, [], [MethodVerdict("msp", 0.9, 0.5, True)])
+
+    monkeypatch.setattr(single, "_predict", noisy)
+    for _ in range(2):  # Python's once-per-place filter would hide them the second time
+        result = single.predict("x.png", "lite0")
+        assert result.warnings == [
+            "IllPosedFitWarning: methods.vim: few rows",
+            "IllPosedFitWarning: methods.rmds: singular",
+            "UserWarning: a library notice",
+        ]
+    assert '"warnings": [' in render(result, "json")
+
+
 @catalogue(
     "images",
     "`oodbench predict` is given an image over the pixel limit materialize applies "

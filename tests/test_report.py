@@ -16,7 +16,7 @@ from oodbench.cli.app import app
 from oodbench.core.errors import DataError
 from oodbench.results import report
 from oodbench.results.figure import metric_matrix, write_png
-from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points
+from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points, write_csv
 from tests.conftest import run
 from tests.faults_catalogue import catalogue
 
@@ -65,6 +65,35 @@ def test_csv_puts_backbones_side_by_side(metrics_dir):
     assert float(rows[1][rows[0].index("lite1:digits auroc (fraction 0-1)")]) == pytest.approx(0.65)
 
 
+def test_evaluate_writes_one_summary_per_method(tmp_path, monkeypatch):
+    """metrics/<bb>/<method>.json: near/far/mean AUROC and FPR95 (the files dvc.yaml
+    declares as metrics); empty for a skipped method; files of methods no longer
+    evaluated are removed."""
+    from oodbench.results.evaluate import write_summaries
+
+    monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "metrics" / "lite0" / "odin.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    detail = fake_metrics(0.0)
+    detail["methods"]["only_far"] = {"textures": detail["methods"]["msp"]["textures"]}
+    detail["methods"]["only_far"]["far"] = detail["methods"]["only_far"]["mean"] = detail[
+        "methods"
+    ]["msp"]["far"]
+    write_summaries("lite0", ["msp", "energy", "mcm", "only_far"], detail)
+    folder = tmp_path / "metrics" / "lite0"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "energy.json", "mcm.json", "msp.json", "only_far.json"
+    ]  # fmt: skip
+    msp = json.loads((folder / "msp.json").read_text())
+    assert msp == {
+        "auroc": {"near": 0.6, "far": 0.8, "mean": 0.7},
+        "fpr95": {"near": 1 - 0.6, "far": 1 - 0.8, "mean": 1 - 0.7},
+    }
+    assert json.loads((folder / "mcm.json").read_text()) == {}  # skipped: no methods entry
+    assert json.loads((folder / "only_far.json").read_text())["auroc"] == {"far": 0.8, "mean": 0.8}
+
+
 def test_markdown_marks_the_best_per_column(metrics_dir):
     text = report.render(report.load_all(metrics_dir, ["lite1"]), "auroc", "markdown")
     lines = text.splitlines()
@@ -81,7 +110,47 @@ def test_lower_is_better_for_fpr(metrics_dir):
 
 def test_table_has_no_escape_codes_off_a_terminal(metrics_dir):
     text = report.render(report.load_all(metrics_dir), "auroc", "table", color=False)
-    assert "\x1b[" not in text and "lite1:mean" in text
+    assert "\x1b[" not in text and "\nlite1\n" in text and "lite0:digits" not in text
+    colored = report.render(report.load_all(metrics_dir), "auroc", "table", color=True)
+    assert "\x1b[1m85.00" in colored  # the best of lite0's textures column, in bold
+
+
+def wide_metrics(sets: int) -> dict:
+    """One backbone with `sets` OOD sets of long names, three methods."""
+    names = [f"openimage_o_{i:02d}" for i in range(sets)]
+    methods = {
+        m: {
+            n: {"auroc": 0.5 + 0.01 * i + 0.1 * j}
+            for j, n in enumerate([*names, "near", "far", "mean"])
+        }
+        for i, m in enumerate(("msp", "energy", "mahalanobis_pp"))
+    }
+    return {"id": {"n": 10}, "ood": {n: {"n": 5} for n in names}, "methods": methods}
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_table_fits_the_width_in_whole_columns(width):
+    """Each backbone is its own table; one wider than the terminal is split into tables
+    of whole columns, each repeating the method column: every line fits, no header is
+    cut or wrapped, and every value appears once."""
+    all_metrics = {"vit": wide_metrics(12), "lite0": fake_metrics(0.0)}
+    text = report.render(all_metrics, "auroc", "table", width=width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in text
+    headers = [line.split() for line in lines if line.startswith(" method")]
+    columns = [name for header in headers for name in header[1:]]
+    want = [f"openimage_o_{i:02d}" for i in range(12)] + ["near", "far", "mean"]
+    assert columns == [*want, "digits", "textures", "near", "far", "mean"]
+    titles = [line for line in lines if line.startswith("vit")]
+    parts = len(titles) - 1  # the counts line starts with "vit:" too
+    assert (parts > 1) == (width < 200) and titles[0] == (
+        f"vit (1/{parts})" if parts > 1 else "vit"
+    )
+    rows = [line.split() for line in lines if line.startswith(" mahalanobis_pp")]
+    values = [v for row in rows[:parts] for v in row[1:]]
+    assert values == [f"{100 * (0.52 + 0.1 * j):.2f}" for j in range(15)]
+    assert "vit: ID val n=10; OOD openimage_o_00 n=5" in " ".join(text.split())  # may wrap
 
 
 def test_cli_report_backbones_metric_and_png(metrics_dir, tmp_path):
@@ -138,7 +207,7 @@ def test_summary_figure_rows_are_shared_across_backbones(tmp_path):
 
 def test_histogram_is_long_format_with_both_samples():
     rng = np.random.default_rng(0)
-    frame = histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200))
+    frame = pd.DataFrame(histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200)))
     assert list(frame.columns) == ["score", "density", "sample", "x_scale"]
     assert set(frame["x_scale"]) == {"linear"}
     for sample in ("id", "ood"):
@@ -149,8 +218,8 @@ def test_histogram_is_long_format_with_both_samples():
 
 
 def test_roc_points_span_the_grid():
-    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
-    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["fpr", "tpr"]
+    frame = pd.DataFrame(roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5])))
+    assert list(frame.columns) == ["fpr", "tpr"]
     assert frame["tpr"].iloc[-1] == 1.0 and frame["fpr"].iloc[0] == 0.0
 
 
@@ -186,7 +255,7 @@ def _highest_point_loop(fpr: np.ndarray, tpr: np.ndarray, x: float) -> float:
 
 def test_roc_steps_keep_their_top_at_repeated_fpr():
     """sklearn's points (0,0) (0,1/3) (.5,1/3) (.5,1) (1,1): two vertical steps."""
-    frame = roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5]))
+    frame = pd.DataFrame(roc_points(np.array([3.0, 2.0, 1.5]), np.array([1.0, 2.5])))
     tpr = dict(zip(np.round(frame["fpr"], 6), frame["tpr"], strict=True))
     assert tpr[0.0] == pytest.approx(1 / 3)  # the top of the step at fpr 0, not 0
     assert tpr[0.25] == pytest.approx(1 / 3)  # flat between the steps, not slanted
@@ -231,7 +300,7 @@ def test_roc_points_are_sklearns_curve_on_the_grid(decimals):
 )
 def test_histograms_of_scores_over_many_decades_are_transformed(id_scores, ood_scores, scale):
     assert histogram_scale(np.r_[id_scores, ood_scores]) == scale
-    frame = histogram(id_scores, ood_scores)
+    frame = pd.DataFrame(histogram(id_scores, ood_scores))
     assert set(frame["x_scale"]) == {scale}
     axis = frame["score"].to_numpy()
     if scale == "-log10(-score)":  # higher is still more in-distribution
@@ -252,6 +321,24 @@ def test_histograms_of_scores_over_many_decades_are_transformed(id_scores, ood_s
     ood_peak = ood_part["score"].to_numpy()[np.argmax(ood_part["density"].to_numpy()[:-1])]
     if scale != "linear":  # the order survives: ID (higher scores) peaks right of OOD
         assert peak > ood_peak
+
+
+def test_plot_files_are_what_pandas_to_csv_writes(tmp_path):
+    """The plot CSVs are written without pandas (evaluate starts without it); they must
+    stay byte for byte what ``DataFrame.to_csv(index=False, float_format="%.6g")`` wrote,
+    NaN, inf, -0.0 and a transformed axis name included."""
+    rng = np.random.default_rng(3)
+    cases = [
+        roc_points(rng.normal(1, 1, 50), rng.normal(0, 1, 40)),
+        histogram(rng.normal(1, 1, 300), rng.normal(0, 1, 200)),
+        histogram(np.logspace(10, 21, 50), np.logspace(0, 2, 30)),  # x_scale "log10"
+        histogram(-np.logspace(3, 5, 50), -np.logspace(18, 21, 30)),  # "-log10(-score)"
+        {"a": np.array([np.nan, np.inf, -np.inf, -0.0, 1e-300, 123456789.0]), "b": list("uvwxyz")},
+    ]
+    for i, columns in enumerate(cases):
+        write_csv(tmp_path / f"{i}.csv", columns)
+        want = pd.DataFrame(columns).to_csv(index=False, float_format="%.6g")
+        assert (tmp_path / f"{i}.csv").read_text() == want
 
 
 def test_rank_transform_is_the_pooled_fraction_below():

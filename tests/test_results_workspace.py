@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,23 @@ def test_predict_a_cat_and_a_digit(demo_workspace, tmp_path):
     assert sum(v["in_distribution"] for v in result["verdicts"]) >= 3
     assert result["top_classes"][0][0] == "0"  # the first listed train digit is a zero
 
+    # fits on 36 train rows of 1280 features are ill-posed: each warning is printed once,
+    # after the answer (stdout and stderr in one stream, in the order written)
+    command = ["oodbench", "predict", str(cat), "--methods", "mahalanobis,rmds,msp"]
+    both = subprocess.run(
+        command, cwd=demo_workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert both.returncode == 0, both.stdout
+    lines = both.stdout.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("warning: ")]
+    answer = max(i for i, line in enumerate(lines) if line.startswith(("mahalanobis ", "msp ")))
+    assert warned and min(warned) > answer
+    texts = [lines[i] for i in warned]
+    assert len(set(texts)) == len(texts)  # each once
+    ill = [t for t in texts if t.startswith("warning: IllPosedFitWarning: ")]
+    assert [t.split()[2] for t in ill] == ["methods.mahalanobis:", "methods.rmds:"]
+    assert not [line for line in lines if "warnings.warn" in line or " -0 " in f" {line} "]
+
     # the threshold is the linear 5th percentile of the ID val scores (MOODv2 demo)
     val = load_features(demo_workspace / "features" / "lite0" / "digits_id_val")
     fc = load_fc(demo_workspace / "features" / "lite0" / "fc.safetensors")
@@ -79,11 +97,12 @@ def test_predict_errors_name_the_file(demo_workspace, tmp_path):
     assert result.returncode == 2 and "methods.nope" in result.stderr
 
 
-def test_compare_backbones_in_one_workspace_and_as_experiments(demo_copy):
+def test_compare_backbones_in_one_workspace_and_as_experiments(demo_copy, monkeypatch):
     """Way 1: two backbones in one workspace, `oodbench compare lite0 lite1`. Way 2: one
     backbone key whose model two experiments set differently; `dvc metrics diff` then
-    lines the values up on one row per key (same file, same keys), and `oodbench
-    compare EXP:bb EXP:bb` reads both through DVC's API into one row per metric.
+    lines the values up on one row per key (same file, same keys): the summaries by
+    default, the detail with --targets; `oodbench compare EXP:bb EXP:bb` reads both
+    through DVC's API into one row per metric.
 
     Built on a copy of the demo workspace: adding lite1 extracts only lite1's sets."""
     ws = demo_copy
@@ -117,11 +136,17 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(demo_copy):
     assert "Running stage 'pipelines/lite1/dvc.yaml:extract-" in out
     assert "Running stage 'pipelines/lite0/dvc.yaml" not in out
     diff = json.loads(run(["dvc", "metrics", "diff", "as-lite1", "as-lite0", "--json"], ws).stdout)
-    key = "methods.energy.mean.auroc"
-    change = diff["metrics/lite1.json"][key]
+    assert set(diff) == {f"metrics/lite1/{m}.json" for m in ("msp", "energy", "react", "maxlogit")}
+    assert set(diff["metrics/lite1/energy.json"]) <= {"auroc.near", "auroc.far", "auroc.mean",
+                                                      "fpr95.near", "fpr95.far", "fpr95.mean"}  # fmt: skip
+    change = diff["metrics/lite1/energy.json"]["auroc.mean"]
     # the same model on the same images with the same probe: lite0's own numbers
     assert change["old"] == pytest.approx(lite1["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
     assert change["new"] == pytest.approx(lite0["methods"]["energy"]["mean"]["auroc"], abs=1e-5)
+    detail = ["dvc", "metrics", "diff", "as-lite1", "as-lite0", "--targets", "metrics/lite1.json"]
+    detail_diff = json.loads(run([*detail, "--json"], ws).stdout)["metrics/lite1.json"]
+    assert detail_diff["methods.energy.mean.auroc"] == change
+    assert "methods.energy.textures.aupr_in" in detail_diff  # every OOD set and metric
     table = run(["oodbench", "compare", "as-lite1:lite1", "as-lite0:lite1", "--format", "csv"], ws)
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
     row = next(
@@ -131,23 +156,32 @@ def test_compare_backbones_in_one_workspace_and_as_experiments(demo_copy):
     assert float(row["as-lite0:lite1 (fraction)"]) == pytest.approx(change["new"], abs=1e-5)
     assert float(row["change"]) == pytest.approx(change["new"] - change["old"], abs=1e-5)
 
-    # docs/results.md: the mean AUROC per method and backbone, instead of ~1,658 columns
+    # docs/results.md: the mean AUROC of every method and backbone
     shown = run(
-        ["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep",
-         r"Experiment|.*:methods\.[^.]+\.mean\.auroc$"],
+        ["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|.*:auroc\.mean$"],
         ws,
-    ).stdout  # fmt: skip
+    ).stdout
     table = list(csv.DictReader(io.StringIO(shown)))
     assert set(table[0]) == {"Experiment"} | {
-        f"metrics/{bb}.json:methods.{m}.mean.auroc"
+        f"metrics/{bb}/{m}.json:auroc.mean"
         for bb in ("lite0", "lite1")
         for m in ("msp", "energy", "react", "maxlogit")
     }
     by_name = {r["Experiment"]: r for r in table}
-    assert float(by_name["as-lite0"]["metrics/lite1.json:methods.energy.mean.auroc"]) == (
+    assert float(by_name["as-lite0"]["metrics/lite1/energy.json:auroc.mean"]) == (
         pytest.approx(change["new"], abs=1e-5)
     )
+    # the default grid holds the summaries only, not the per-set detail
+    everything = next(csv.reader(io.StringIO(run(["dvc", "exp", "show", "--csv"], ws).stdout)))
+    assert "metrics/lite1/energy.json:auroc.mean" in everything
+    assert not [h for h in everything if h.startswith("metrics/lite1.json:") or ":methods." in h]
     changed = run(["dvc", "exp", "show", "--csv", "--only-changed"], ws).stdout
     header = next(csv.reader(io.StringIO(changed)))
     assert "backbones.lite1.timm" in header and "benchmark.methods" not in header
-    assert not [h for h in header if h.startswith("metrics/lite0.json:")]  # unchanged
+    assert not [h for h in header if h.startswith("metrics/lite0/")]  # unchanged
+    # one method's params and mean AUROC per backbone: narrow enough for a terminal
+    monkeypatch.setenv("COLUMNS", "120")
+    narrow = ["--no-pager", "--drop", ".*", "--keep",
+              r"Experiment|methods\.energy\.|metrics/lite1/energy\.json:auroc\.mean"]  # fmt: skip
+    lines = run(["dvc", "exp", "show", *narrow], ws).stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120 and "…" not in "".join(lines)

@@ -49,6 +49,10 @@ def test_the_whole_benchmark_runs_green(user_project):
     for backbone in ("r18", "vt"):
         assert "mcm" not in metrics(project, backbone)["methods"]
         assert "needs a CLIP backbone" in metrics(project, backbone)["skipped"]["mcm"]
+        # its summary exists (dvc.yaml declares it) and is empty: a row of dashes
+        assert json.loads((project / "metrics" / backbone / "mcm.json").read_text()) == {}
+    summary = json.loads((project / "metrics" / "clip" / "mcm.json").read_text())
+    assert summary["auroc"]["mean"] == metrics(project, "clip")["methods"]["mcm"]["mean"]["auroc"]
     # nnguide's k=100 and knn_openood's k=50 exceed the 60 train rows: they still run
     for method in ("nnguide", "knn_openood", "she", "vim", "mahalanobis"):
         assert method in metrics(project, "vt")["methods"], method
@@ -158,7 +162,7 @@ def test_a_failing_stage_keeps_the_last_results(user_copy):
     project = user_copy
     kept = {
         p: p.read_bytes()
-        for p in [*(project / "metrics").iterdir(), *(project / "plots/r18").rglob("*.csv")]
+        for p in [*(project / "metrics").rglob("*.*"), *(project / "plots/r18").rglob("*.csv")]
     }
     original = rewrite_params(project, lambda p: p["benchmark"].update(ood=["shapes_val"]))
     result = run(["dvc", "repro"], project, check=False)
@@ -254,7 +258,7 @@ def test_a_queued_experiment_re_extracts(user_copy):
     assert "Running stage 'pipelines/vt/dvc.yaml:extract-" not in logs
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     text = json.dumps(shown)
-    assert "reference" in text and "metrics/r18.json" in text
+    assert "reference" in text and "metrics/r18/" in text  # the experiment's summaries
 
 
 def test_a_head_with_logit_methods_leaves_dvc_status_clean(user_copy):

@@ -261,6 +261,8 @@ def predict(
         backbone = P.get(P.read_params_file(), "benchmark.backbones", list)[0]
     result = single.predict(image, backbone, comma_list(methods), top)
     typer.echo(single.render(result, format.value), nl=False)
+    for warning in result.warnings:  # after the answer, each once
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

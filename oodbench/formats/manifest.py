@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
 from oodbench.formats.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OK = "ok"
 COLUMNS = ("index", "path", "label", "size", "status")
@@ -41,6 +44,26 @@ def write_manifest(path: str | os.PathLike[str], table: pa.Table) -> None:
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The manifest table and its metadata (dataset, root), checked for shape."""
+    import pandas as pd
+
+    table, meta = read_manifest_table(path)
+    frame = table.select(list(COLUMNS)).to_pandas()
+    if not frame["index"].equals(pd.Series(range(len(frame)), dtype="int64", name="index")):
+        raise DataError(
+            f"{path}: index column is not 0..N-1; the manifest is corrupt, rerun `dvc repro`"
+        )
+    return frame, meta
+
+
+def count_not_ok(path: str | os.PathLike[str]) -> int:
+    """How many listed images materialize recorded as unreadable (status not ``ok``),
+    read without pandas (the evaluate stage starts without it)."""
+    table, _ = read_manifest_table(path)
+    return sum(status != OK for status in table.column("status").to_pylist())
+
+
+def read_manifest_table(path: str | os.PathLike[str]) -> tuple[pa.Table, dict[str, str]]:
+    """The manifest as an Arrow table and its metadata, checked for columns and keys."""
     path = Path(path)
     if not path.is_file():
         raise DataError(
@@ -48,7 +71,7 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str,
             f"{path.stem}`) to build it"
         )
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # not read_table: it imports pyarrow.dataset
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(
             f"{path}: unreadable manifest ({err}); delete it and rerun `dvc repro`"
@@ -65,9 +88,4 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str,
     for key in ("dataset", "root"):
         if key not in meta:
             raise DataError(f"{path}: manifest metadata lacks {key!r}; rerun `dvc repro`")
-    frame = table.select(list(COLUMNS)).to_pandas()
-    if not frame["index"].equals(pd.Series(range(len(frame)), dtype="int64", name="index")):
-        raise DataError(
-            f"{path}: index column is not 0..N-1; the manifest is corrupt, rerun `dvc repro`"
-        )
-    return frame, meta
+    return table, meta

@@ -59,7 +59,18 @@ def scores_path(backbone: str, method: str) -> Path:
 
 
 def metrics_path(backbone: str) -> Path:
+    """Every metric of the backbone: per method, OOD set and metric (the detail)."""
     return METRICS / f"{backbone}.json"
+
+
+def summary_dir(backbone: str) -> Path:
+    return METRICS / backbone
+
+
+def summary_path(backbone: str, method: str) -> Path:
+    """One method's near/far/mean AUROC and FPR95: what `dvc metrics show` lists, one
+    row per file (DVC draws a column per key, so one small file per row keeps it narrow)."""
+    return summary_dir(backbone) / f"{method}.json"
 
 
 def plots_dir(backbone: str) -> Path:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oodbench.core.errors import DataError
-from oodbench.formats.arrow import numeric_array, string_array
+from oodbench.formats.arrow import column_values, numeric_array, string_array
 from oodbench.formats.atomic import atomic_path
 
 #: the columns of a score table
@@ -42,8 +42,9 @@ def load_scores(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: scores missing; run `dvc repro` to compute them")
     table = pq.ParquetFile(path).read(columns=["dataset", "score"])  # no pyarrow.dataset
-    names = table["dataset"].to_numpy(zero_copy_only=False)
-    scores = table["score"].to_numpy().astype(np.float64, copy=False)
+    # not Array.to_numpy, which imports pandas (formats/arrow.py)
+    names = np.array(table["dataset"].to_pylist(), dtype=object)
+    scores = column_values(table, "score", pa.float64())
     _, first = np.unique(names, return_index=True)
     return {str(names[i]): scores[names == names[i]] for i in sorted(first)}
 

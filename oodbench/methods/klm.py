@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from scipy import sparse
 
 from oodbench.core.errors import DataError
 from oodbench.formats.classifier import Linear
@@ -41,6 +40,8 @@ def template_sums(
     """Per-class sums of softmax rows (float64 [C, C]) and counts, grouped by `labels`
     or, when None, by the predicted class (argmax of the softmax). Blocks of rows run in
     a thread pool and are summed in block order (oodbench/methods/shared/threads.py)."""
+    from scipy import sparse  # here, not at import: the check stage loads every method
+
     c = fc.num_classes
 
     def block_sums(start: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import linalg
 
 from oodbench.methods.base import Detector, FitData, register
 from oodbench.methods.shared.gaussians import Gaussians, class_statistics, fit_gaussians, scatter
@@ -46,6 +45,8 @@ class RelativeMahalanobis(Detector):
         between = (offsets * stats.counts[stats.present, None]).T @ offsets
         sigma0 = (within + between) / len(train)
         shift = stats.shift
+        from scipy import linalg  # here, not at import: the check stage loads every method
+
         self.background_ = Gaussians(
             shift, np.zeros((1, len(shift))), linalg.pinvh(sigma0, check_finite=False)
         )

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from scipy import sparse
 
 from oodbench.core.errors import DataError
 from oodbench.heads.labels import labels_in_head_order
@@ -47,6 +46,8 @@ class SHE(Detector):
         classes = data.fc.num_classes
         counts = np.bincount(pred[correct], minlength=classes).astype(np.float64)
         rows = np.flatnonzero(correct)
+        from scipy import sparse  # here, not at import: the check stage loads every method
+
         onehot = sparse.csr_matrix(
             (np.ones(len(rows)), (pred[rows], np.arange(len(rows)))), shape=(classes, len(rows))
         )

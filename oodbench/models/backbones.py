@@ -20,24 +20,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import nn
 
 from oodbench.core.errors import ParamsError
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import sha256_file
-from oodbench.models import converters, kinds, presets
+from oodbench.models import converters, kinds, names, presets
 from oodbench.models.preprocess import check_preprocess
-from oodbench.models.transforms import Normalize, build_transform
-from oodbench.models.weights import (
-    convert_state_dict,
-    read_state_dict,
-    resolve_checkpoint,
-)
+
+if TYPE_CHECKING:  # torch is imported where a model is built: the check stage never does
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    from oodbench.models.transforms import Normalize
 
 KNOWN_KEYS = (
     "timm",
@@ -174,7 +172,7 @@ def _check_model(where: str, cfg: dict[str, Any]) -> None:
             "a preprocess: mapping states its own resize and crop"
         )
     if cfg["clip"] is not None:
-        from oodbench.models.clip import check_clip_name
+        from oodbench.models.clip_config import check_clip_name
 
         check_clip_name(where, cfg["clip"], cfg["clip_config"])
         for key, unused in (("num_classes", None), ("converter", "auto")):
@@ -189,10 +187,8 @@ def _check_model(where: str, cfg: dict[str, Any]) -> None:
             f"params.yaml: {where}.clip_config: an open_clip architecture, for CLIP "
             "backbones; this one is timm:"
         )
-    import timm
-
     name = cfg["timm"]
-    if not isinstance(name, str) or not timm.is_model(name):
+    if not isinstance(name, str) or not names.is_known("timm", name):
         raise ParamsError(
             f"params.yaml: {where}.timm: unknown timm model {name!r} "
             "(see `python -c 'import timm; print(timm.list_models())'`)"
@@ -201,6 +197,9 @@ def _check_model(where: str, cfg: dict[str, Any]) -> None:
 
 def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
     """Build the model for ``backbones.<key>``, load its weights, set eval mode."""
+    from oodbench.models.transforms import build_transform
+    from oodbench.models.weights import resolve_checkpoint
+
     cfg = validate_spec(key, spec)
     where = f"backbones.{key}"
     checkpoint_path = (
@@ -242,6 +241,8 @@ def load_backbone(key: str, spec: dict[str, Any]) -> Backbone:
 def _create_timm(cfg: dict[str, Any], checkpoint: Path | None, where: str) -> nn.Module:
     """timm model with hub weights (no checkpoint) or a converted local checkpoint."""
     import timm
+
+    from oodbench.models.weights import convert_state_dict, read_state_dict
 
     kwargs: dict[str, Any] = {}
     if cfg["num_classes"] is not None:
@@ -302,6 +303,9 @@ def head_linear(backbone: str, spec: dict[str, Any]) -> Linear:
 
 def model_head(model: nn.Module) -> Linear | None:
     """The model's classifier as ``Linear`` (W [C, D], b [C]); None for a headless model."""
+    import torch
+    from torch import nn
+
     head = model.get_classifier()
     if isinstance(head, nn.Identity) or getattr(model, "num_classes", 1) == 0:
         return None

@@ -14,17 +14,16 @@ The architecture is open_clip's ``clip: <name>[.<tag>]``, or a config JSON of th
 user's (``clip_config:``, registered under ``clip:``'s name or the file's stem in every
 process that builds the model). Weights: the tag's hub download, or a local
 ``checkpoint:`` holding an open_clip state dict (.safetensors / .pt / .pth, optionally
-under ``state_dict``) or OpenAI's TorchScript ``.pt`` archive.
+under ``state_dict``) or OpenAI's TorchScript ``.pt`` archive. The keys themselves are
+checked without torch (oodbench/models/clip_config.py), for the check stage.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,14 +33,16 @@ import torch
 from torch import nn
 
 from oodbench.core.errors import ParamsError
+from oodbench.models.clip_config import (
+    PREPROCESS_KEYS,
+    ClipConfig,
+    read_clip_config,
+    split_name,
+)
 
 #: CLIP's own image preprocessing (open_clip's defaults): OpenAI's mean and std
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-#: the keys open_clip requires of an architecture config (factory._rescan_model_configs)
-CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
-#: open_clip's preprocessing keys (transform.PreprocessCfg) a tag or config may set
-PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")
 #: open_clip resize modes -> timm's eval crop modes with crop_pct 1.0 (the same geometry:
 #: shortest side to the size then a centre crop; or both sides to the size)
 CROP_MODES = {"shortest": "center", "squash": "squash"}
@@ -55,49 +56,6 @@ def _open_clip() -> ModuleType:
     except ImportError as err:
         raise ParamsError("CLIP backbones need open_clip: `pip install oodbench[clip]`") from err
     return open_clip
-
-
-def split_name(name: str) -> tuple[str, str | None]:
-    """``ViT-B-16.openai`` -> (model, pretrained tag); the tag is optional."""
-    model, _, tag = name.partition(".")
-    return model, tag or None
-
-
-@dataclass(frozen=True)
-class ClipConfig:
-    """A user's open_clip architecture: the model config and its optional preprocessing
-    (open_clip's ``open_clip_config.json`` form nests them as model_cfg / preprocess_cfg)."""
-
-    name: str
-    model: dict[str, Any]
-    preprocess: dict[str, Any] = field(default_factory=dict)
-
-
-def read_clip_config(path: str | Path, name: str | None, where: str) -> ClipConfig:
-    """Parse ``clip_config:``: a JSON object with open_clip's model config keys, plain or
-    under ``model_cfg``; registered under `name` (the ``clip:`` model) or the file's stem."""
-    path = Path(path)
-    here = f"params.yaml: {where}.clip_config ({path})"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ParamsError(f"{here}: file not found") from err
-    except (OSError, ValueError) as err:
-        raise ParamsError(f"{here}: not a JSON file ({err})") from err
-    model = data.get("model_cfg", data) if isinstance(data, dict) else None
-    missing = [k for k in CONFIG_KEYS if not isinstance(model, dict) or k not in model]
-    if missing:
-        raise ParamsError(
-            f"{here}: expected an open_clip model config, a JSON object with "
-            f"{', '.join(CONFIG_KEYS)} (plain or under model_cfg); {missing[0]} is missing"
-        )
-    preprocess = data.get("preprocess_cfg", {}) if "model_cfg" in data else {}
-    unknown = sorted(set(preprocess) - set(PREPROCESS_KEYS))
-    if unknown:
-        raise ParamsError(
-            f"{here}: preprocess_cfg.{unknown[0]}: unknown; open_clip takes {PREPROCESS_KEYS}"
-        )
-    return ClipConfig(name or path.stem, model, dict(preprocess))
 
 
 def register_config(config: ClipConfig, where: str) -> None:
@@ -118,23 +76,6 @@ def register_config(config: ClipConfig, where: str) -> None:
             "another name"
         )
     registry[config.name] = config.model
-
-
-def check_clip_name(where: str, name: Any, config: str | None = None) -> None:
-    """The ``clip:`` value must name an open_clip model (``name`` or ``name.tag``), one
-    of open_clip's or the ``clip_config:`` file's (registered here, in this process)."""
-    if not isinstance(name, str):
-        raise ParamsError(
-            f"params.yaml: {where}.clip must be an open_clip model name, got {name!r}"
-        )
-    model_name, _ = split_name(name)
-    if config is not None:
-        register_config(read_clip_config(config, model_name, where), where)
-    if model_name not in _open_clip().list_models():
-        raise ParamsError(
-            f"params.yaml: {where}.clip: unknown open_clip model {name!r} (see `python -c "
-            f"'import open_clip; print(open_clip.list_models())'`, or give {where}.clip_config)"
-        )
 
 
 class ClipImageTower(nn.Module):

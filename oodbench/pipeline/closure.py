@@ -15,17 +15,18 @@ the project and are not followed; stage scripts (``stages/*.py``) are entry poin
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path, PurePosixPath
 
 
 def module_path(module: str, root: Path) -> str | None:
-    """``a.b.c`` -> ``a/b/c.py`` (or ``a/b/c/__init__.py``) under `root`, None if no file."""
-    base = Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if (root / candidate).is_file():
-            return candidate.as_posix()
+    """``oodbench.a.b`` -> ``oodbench/a/b.py`` (or ``.../b/__init__.py``), None if not a file."""
+    base = module.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if os.path.isfile(os.path.join(root, candidate)):  # not pathlib: called thousands of times
+            return candidate
     return None
 
 
@@ -78,6 +79,13 @@ def closure(entries: Iterable[str], root: Path, only: str | None = None) -> list
     `only`: follow the modules of this top-level package alone, for a `root` that holds
     other packages too (an installed package's own files among the libraries beside it
     in site-packages)."""
+    located: dict[str, str | None] = {}  # module -> file, looked up once per closure
+
+    def locate(module: str) -> str | None:
+        if module not in located:
+            located[module] = module_path(module, root)
+        return located[module]
+
     seen: set[str] = set()
     todo = list(entries)
     while todo:
@@ -89,7 +97,9 @@ def closure(entries: Iterable[str], root: Path, only: str | None = None) -> list
         for module in direct_imports(root / current, package):
             if only is not None and module.split(".")[0] != only:
                 continue
-            found = module_path(module, root)
+            found = locate(module)
             if found is not None:
-                todo += [found, *packages_of(module, root)]
+                parts = module.split(".")
+                packages = (locate(".".join(parts[:i])) for i in range(1, len(parts)))
+                todo += [found, *(p for p in packages if p is not None)]
     return sorted(seen)

@@ -7,8 +7,12 @@ full-spectrum metrics under ``fsood`` only (oodbench/results/fsood.py).
 
 ``metrics/<bb>.json`` keeps every leaf a scalar under stable keys
 (``methods.<m>.<dataset>.<metric>``, ``methods.<m>.mean.<metric>``, ``.near``, ``.far``)
-so that ``dvc metrics diff`` compares two revisions method by method. Values are raw
-fractions; rounding is for display only.
+so that ``dvc metrics diff --targets metrics/<bb>.json`` compares two revisions method
+by method. ``metrics/<bb>/<m>.json`` holds the summary of each method (near, far and
+mean AUROC and FPR95): those are the files dvc.yaml declares as metrics, so that
+``dvc metrics show`` prints one row per backbone and method, six columns wide, instead
+of one row per backbone with every number a column. Values are raw fractions; rounding
+is for display only.
 
 ID accuracy compares predictions with the val labels mapped to the classifier's class
 order (oodbench/heads/labels.py ``labels_in_head_order``) when the val list names its classes;
@@ -33,7 +37,7 @@ from oodbench.formats.atomic import write_text
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
-from oodbench.formats.manifest import read_manifest
+from oodbench.formats.manifest import count_not_ok
 from oodbench.formats.paths import (
     fc_path,
     features_dir,
@@ -41,6 +45,8 @@ from oodbench.formats.paths import (
     metrics_path,
     plots_dir,
     scores_path,
+    summary_dir,
+    summary_path,
 )
 from oodbench.formats.scores import load_scores, skipped_reason
 from oodbench.formats.specs import evaluate_spec, read_spec
@@ -50,6 +56,9 @@ from oodbench.results.metrics import METRIC_NAMES, all_metrics
 from oodbench.results.plots import write_plots
 
 GROUPS = ("near", "far")
+#: what a method's summary file holds: these metrics of these OOD-set means
+SUMMARY_METRICS = ("auroc", "fpr95")
+SUMMARY_SETS = ("near", "far", "mean")
 
 
 def mean_metrics(per_set: list[dict[str, float]]) -> dict[str, float]:
@@ -74,6 +83,28 @@ def method_metrics(
         if members:
             result[group] = mean_metrics([result[n] for n in members])
     return result
+
+
+def method_summary(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{metric: {near, far, mean}}`` of one method's metrics (a group without OOD sets
+    has no entry), for ``metrics/<bb>/<m>.json``."""
+    return {
+        metric: {s: metrics[s][metric] for s in SUMMARY_SETS if s in metrics}
+        for metric in SUMMARY_METRICS
+    }
+
+
+def write_summaries(backbone: str, methods: list[str], report: dict[str, Any]) -> None:
+    """One summary file per method of the backbone; a skipped method's is empty (`dvc
+    metrics show` prints its row as dashes). Files of methods no longer evaluated are
+    removed: the folder, which dvc.yaml declares as metrics, holds what this run wrote."""
+    for method in methods:
+        block = report["methods"].get(method)
+        summary = method_summary(block) if block is not None else {}
+        write_text(summary_path(backbone, method), json.dumps(summary, indent=2) + "\n")
+    for stale in summary_dir(backbone).glob("*.json"):
+        if stale.stem not in methods:
+            stale.unlink()
 
 
 def id_accuracy(backbone: str, id_val: str, source: str | None = None) -> dict[str, Any]:
@@ -129,8 +160,7 @@ def n_skipped(dataset: str) -> int | None:
     path = Path("data/manifests") / f"{dataset}.parquet"
     if not path.is_file():
         return None
-    frame, _ = read_manifest(path)
-    return int((frame["status"] != "ok").sum())
+    return count_not_ok(path)
 
 
 def evaluate_backbone(backbone: str, features: str | None = None) -> None:
@@ -175,6 +205,7 @@ def evaluate_backbone(backbone: str, features: str | None = None) -> None:
     # strings, kept apart from the scalar metric leaves that `dvc metrics` compares
     report["skipped"] = {m: reason for m, reason in reasons.items() if reason is not None}
     write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
+    write_summaries(backbone, list(spec["methods"]), report)
     write_plots(plots_dir(backbone), all_scores, id_val, ood)
     print(
         f"evaluate {backbone}: {len(methods)} methods x {len(ood)} OOD sets -> "

@@ -4,6 +4,11 @@ Each function follows one named reference convention (see scores.md): the ViM/MO
 FPR95 rule is the default ``fpr95``; OpenOOD's OOD-positive rule is reported beside
 it as ``fpr95_ood_positive`` so nobody confuses the two; AUPR is the trapezoid area
 under sklearn's precision-recall curve, not average precision.
+
+The curves are computed here with numpy, point for point as scikit-learn's
+``roc_curve`` / ``precision_recall_curve`` / ``auc`` compute them (the same points and
+the same trapezoid sums, so the same floats; tests/test_metrics.py compares them),
+because importing scikit-learn costs the evaluate stage a second at every start.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
 from oodbench.core.errors import DataError
 
@@ -37,9 +41,45 @@ def _labelled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
     return labels, np.concatenate([id_scores, ood_scores])
 
 
+def _counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positives (float64) at each distinct score, from the highest score
+    down, when every sample scoring at least that much is called positive (label 1)."""
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # last row of each tie
+    tps = np.cumsum(labels[order].astype(np.float64))[ends]
+    return 1.0 + ends - tps, tps
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of the ROC curve from (0, 0), without the points inside straight runs
+    (sklearn's ``drop_intermediate``). Needs both labels present."""
+    fps, tps = _counts(labels, scores)
+    if fps.size > 2:
+        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps = fps[corner], tps[corner]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return fps / fps[-1], tps / tps[-1]
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) from the highest threshold down, then (1, 0) appended."""
+    fps, tps = _counts(labels, scores)
+    precision = tps / (tps + fps)  # > 0 below: the top score is always called positive
+    recall = tps / tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
+
+
+def area(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid area under y(x) for monotonic x (a decreasing x keeps the area positive)."""
+    sign = -1.0 if np.any(np.diff(x) < 0) else 1.0
+    return float(sign * np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     labels, scores = _labelled(id_scores, ood_scores)
-    return float(roc_auc_score(labels, scores))
+    fpr, tpr = roc_curve(labels, scores)
+    return area(fpr, tpr)
 
 
 def fpr95(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -70,7 +110,7 @@ def fpr95_ood_positive(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float
     """OpenOOD / pytorch-ood rule: OOD positive, FPR (ID flagged OOD) at the first
     ROC point whose TPR (OOD caught) reaches `tpr`."""
     labels, scores = _labelled(id_scores, ood_scores)
-    fpr, tpr_curve, _ = roc_curve(1 - labels, -scores)
+    fpr, tpr_curve = roc_curve(1 - labels, -scores)
     return float(fpr[np.argmax(tpr_curve >= tpr)])
 
 
@@ -95,14 +135,14 @@ def fpr_at_recall_nearest(
 
 def aupr_in(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     labels, scores = _labelled(id_scores, ood_scores)
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    return float(auc(recall, precision))
+    precision, recall = pr_curve(labels, scores)
+    return area(recall, precision)
 
 
 def aupr_out(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     labels, scores = _labelled(id_scores, ood_scores)
-    precision, recall, _ = precision_recall_curve(1 - labels, -scores)
-    return float(auc(recall, precision))
+    precision, recall = pr_curve(1 - labels, -scores)
+    return area(recall, precision)
 
 
 def all_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:

@@ -22,26 +22,29 @@ no transform: they depend on the order of the scores only.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import roc_curve
 
 from oodbench.formats.atomic import atomic_dir
+from oodbench.results.metrics import roc_curve
 
 ROC_GRID = np.linspace(0.0, 1.0, 201)
 HIST_BINS = 40
 HIST_TEMPLATE = ".dvc/plots/id_ood_histogram.json"
+FLOAT_FORMAT = "%.6g"  # what the plot files hold: six significant digits
+#: a table of plot data: column name -> values (numbers, or one string per row)
+Columns = dict[str, np.ndarray | list[str]]
 #: a linear axis stays readable while the bulk of the scores spans more than 1/1000 of it
 MAX_DECADES = 3.0
 ROBUST = (0.005, 0.995)  # the quantiles a histogram's axis spans (outliers are clipped)
 
 
-def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
+def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> Columns:
     """TPR (ID kept) against FPR (OOD accepted) on a fixed FPR grid: small, diffable files.
 
-    The curve is sklearn's ``roc_curve``: a polyline whose vertical segments (several
+    The curve is sklearn's ``roc_curve`` (oodbench/results/metrics.py): a polyline whose vertical segments (several
     points at one fpr) are the steps of untied scores and whose slanted segments are
     ties. At each grid fpr the plotted tpr is the highest point of that polyline: the
     top of a step that lies on the grid (the max tpr among points with that fpr),
@@ -49,8 +52,8 @@ def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
     used: it requires strictly increasing x, and fpr repeats at every step.
     """
     labels = np.r_[np.ones(id_scores.size), np.zeros(ood_scores.size)]
-    fpr, tpr, _ = roc_curve(labels, np.r_[id_scores, ood_scores])
-    return pd.DataFrame({"fpr": ROC_GRID, "tpr": polyline_max(fpr, tpr, ROC_GRID)})
+    fpr, tpr = roc_curve(labels, np.r_[id_scores, ood_scores])
+    return {"fpr": ROC_GRID, "tpr": polyline_max(fpr, tpr, ROC_GRID)}
 
 
 def polyline_max(fpr: np.ndarray, tpr: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -108,7 +111,7 @@ def transform_scores(values: np.ndarray, pooled: np.ndarray, scale: str) -> np.n
     return values
 
 
-def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
+def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> Columns:
     """Densities of ID and OOD scores over shared bins (robust 0.5%-99.5% range), long format.
 
     Each bin is given by its left edge plus a closing row at the right edge, so a
@@ -124,20 +127,33 @@ def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> pd.DataFrame:
     if not hi > lo:
         lo, hi = float(pooled.min()) - 0.5, float(pooled.max()) + 0.5
     edges = np.linspace(lo, hi, HIST_BINS + 1)
-    frames = []
+    densities = []
     for sample in ("id", "ood"):
         density, _ = np.histogram(np.clip(axis[sample], lo, hi), bins=edges, density=True)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "score": edges,
-                    "density": np.r_[density, density[-1]],
-                    "sample": sample,
-                    "x_scale": scale,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+        densities.append(np.r_[density, density[-1]])
+    rows = edges.size
+    return {
+        "score": np.r_[edges, edges],
+        "density": np.concatenate(densities),
+        "sample": ["id"] * rows + ["ood"] * rows,
+        "x_scale": [scale] * (2 * rows),
+    }
+
+
+def write_csv(path: Path, columns: Columns) -> None:
+    """The columns as CSV: a header row, floats as ``FLOAT_FORMAT``, NaN as an empty
+    field (the file pandas' ``to_csv(index=False, float_format=...)`` writes, without
+    importing pandas at every evaluate start)."""
+
+    def text(value: object) -> str:
+        if isinstance(value, str):
+            return value
+        return "" if np.isnan(value) else FLOAT_FORMAT % value
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*([text(v) for v in c] for c in columns.values()), strict=True))
 
 
 def write_plots(
@@ -147,10 +163,10 @@ def write_plots(
     with atomic_dir(out) as tmp:
         for method, scores in all_scores.items():
             for name in ood:
-                for kind, frame in (
+                for kind, columns in (
                     ("roc", roc_points(scores[id_val], scores[name])),
                     ("hist", histogram(scores[id_val], scores[name])),
                 ):
                     path = tmp / kind / method / f"{name}.csv"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    frame.to_csv(path, index=False, float_format="%.6g")
+                    write_csv(path, columns)

@@ -13,11 +13,16 @@ Methods that score a whole dataset at once cannot score one image: ``local_react
 clips each dataset at a quantile of that dataset's own features, which for a single
 image is a quantile of its own D activations. Named with ``--methods`` they are refused
 (exit 2); taken from ``benchmark.methods`` they are left out and listed as skipped.
+
+Warnings raised on the way (a fit on few train rows, a model library's notices) are
+collected, each distinct one kept once, and printed after the answer rather than
+before it (``Prediction.warnings``).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +60,8 @@ class Prediction:
     verdicts: list[MethodVerdict]
     #: benchmark.methods entries left out because they cannot score one image, and why
     skipped: dict[str, str] = field(default_factory=dict)
+    #: the distinct warnings raised while predicting, in the order first raised
+    warnings: list[str] = field(default_factory=list)
 
 
 def image_features(image: Path, backbone: str, spec: dict) -> np.ndarray:
@@ -86,7 +93,17 @@ def predict(
 
     A method with no ``methods.<m>`` block in params.yaml runs with its defaults, so any
     registered method can be tried on the cached features without a pipeline change.
+    The warnings raised on the way are returned in ``Prediction.warnings``, each once.
     """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prediction = _predict(image, backbone, methods, top)
+    texts = (f"{w.category.__name__}: {w.message}" for w in caught)
+    prediction.warnings = list(dict.fromkeys(texts))
+    return prediction
+
+
+def _predict(image: Path, backbone: str, methods: list[str] | None, top: int) -> Prediction:
     params = P.read_params_file()
     spec = P.get(params, f"backbones.{backbone}", dict)
     # build every detector first: a bad or per-dataset method fails before the model loads
@@ -107,6 +124,7 @@ def predict(
             val_scores = detector.score(val.features, fc.logits(val.features))
             score = float(np.asarray(detector.score(feature, image_logits)).ravel()[0])
         threshold = float(np.percentile(val_scores, 100 - KEEP_ID))
+        score, threshold = score + 0.0, threshold + 0.0  # -0.0 -> 0.0: no "-0" printed
         verdicts.append(MethodVerdict(method, score, threshold, bool(score >= threshold)))
     return Prediction(str(image), backbone, top_classes(fc, feature, top), verdicts, skipped)
 
@@ -141,11 +159,12 @@ def choose_detectors(
 
 
 def readable(value: float) -> str:
-    """Four significant digits whatever the magnitude: ``-0.5235``, ``1.235e+21``, ``inf``.
+    """Four significant digits whatever the magnitude: ``-0.5235``, ``1.235e+21``, ``inf``,
+    and zero without a sign (``0``, never ``-0``).
 
     A fixed ``%.4f`` prints a kNN score of 1e21 as 22 digits and one of 1e-5 as 0.0000;
     the table is for reading, the JSON output keeps full precision."""
-    return f"{value:.4g}"
+    return f"{value + 0.0:.4g}"  # -0.0 + 0.0 is 0.0
 
 
 def render(pred: Prediction, fmt: str) -> str:

@@ -17,7 +17,6 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from scipy import linalg, sparse
 
 from oodbench.core.errors import DataError
 from oodbench.formats.features import FeatureSet
@@ -106,6 +105,8 @@ def class_sums(
     """Per-class sums (float64 [C, D]) and counts, by a sparse one-hot product per block
     (blocks in a thread pool, summed in block order: oodbench/methods/shared/threads.py)."""
 
+    from scipy import sparse  # here, not at import: the check stage loads every method
+
     def block_sums(start: int) -> np.ndarray:
         block = row_block(features, start, normalize)
         lab = labels[start : start + len(block)]
@@ -192,6 +193,8 @@ def fit_gaussians(
     if covariance == "pooled":
         if within is None:
             within = scatter(x, means, labels, normalize)
+        from scipy import linalg
+
         with blas_threads(1):  # LAPACK's bits depend on its thread count
             precision, rank = linalg.pinvh(within / len(x), check_finite=False, return_rank=True)
         warn_if_singular(where, len(x), int(present.sum()), int(rank), x.shape[1])
