@@ -93,3 +93,26 @@ def test_a_module_name_taken_by_an_installed_module_is_refused(tmp_path: Path) -
             load(CodeRef.parse("json.py:C", "k"), tmp_path, "k")
     finally:
         sys.path.remove(str(tmp_path.resolve()))
+
+
+def test_two_projects_with_the_same_module_names_load_in_turn(tmp_path: Path) -> None:
+    """One process (a notebook, a test session) may load the code of two projects that
+    both hold mynets/resnet.py: each load gets its own project's file, and going back to
+    the first project imports its file again."""
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for depth, root in enumerate(roots):
+        (root / "mynets").mkdir(parents=True)  # a namespace package: no __init__.py
+        (root / "mynets" / "parts.py").write_text(f"DEPTH = {depth + 1}\n")
+        (root / "mynets" / "resnet.py").write_text(
+            "from mynets.parts import DEPTH\n\nclass Net:\n    depth = DEPTH\n"
+        )
+    ref = CodeRef.parse("mynets/resnet.py:Net", "backbones.own.model")
+    saved = list(sys.path)
+    try:
+        got = [load(ref, root, "backbones.own.model").depth for root in (*roots, roots[0])]
+        assert got == [1, 2, 1]
+        assert str(roots[1].resolve()) not in sys.path  # the project left is off the path
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mynets"]:
+            del sys.modules[name]
+        sys.path[:] = saved

@@ -110,9 +110,7 @@ def load(ref: CodeRef, root: Path, where: str) -> Any:
 
 def import_file(ref: CodeRef, root: Path, where: str) -> Any:
     """The module of ``ref.path``, imported with the project root first on sys.path."""
-    root_text = str(root.resolve())
-    if root_text not in sys.path:
-        sys.path.insert(0, root_text)
+    _enter_project(str(root.resolve()), ref.module)
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(ref.module)
@@ -131,6 +129,37 @@ def import_file(ref: CodeRef, root: Path, where: str) -> Any:
             f"taken by {found or 'a built-in module'}; rename the file or its folder"
         )
     return module
+
+
+#: the project roots whose files this process imported, each with the top-level module
+#: names imported from it and whether oodbench put the root on sys.path: one process may
+#: load the code of several projects in turn (a notebook, a test session), and two
+#: projects may both hold a ``mynets/resnet.py``
+_projects: dict[str, tuple[set[str], bool]] = {}
+
+
+def _enter_project(root_text: str, module: str) -> None:
+    """Put the project at `root_text` first on sys.path, forgetting the modules that
+    another project's files were imported as, so that this one's import afresh."""
+    for other, (tops, inserted) in list(_projects.items()):
+        if other == root_text:
+            continue
+        prefix = os.path.join(other, "")
+        for name in [n for n in sys.modules if n.split(".")[0] in tops]:
+            places = [getattr(sys.modules[name], "__file__", None) or ""]
+            places += [str(p) for p in getattr(sys.modules[name], "__path__", None) or []]
+            if any(place.startswith(prefix) for place in places):
+                del sys.modules[name]
+        if inserted and other in sys.path:
+            sys.path.remove(other)
+        del _projects[other]
+    tops, inserted = _projects.get(root_text, (set(), root_text not in sys.path))
+    if inserted:
+        if root_text in sys.path:
+            sys.path.remove(root_text)
+        sys.path.insert(0, root_text)
+    tops.add(module.split(".")[0])
+    _projects[root_text] = (tops, inserted)
 
 
 def describe(err: BaseException, root: Path) -> str:
