@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from oodbench.core.errors import DataError, ParamsError
+from oodbench.data.importpkl import as_matrix, load_pickle
 from oodbench.formats.atomic import atomic_dir
 from oodbench.formats.classifier import Linear
 from oodbench.formats.features import load_features, write_feature_dir
@@ -97,10 +97,8 @@ def read_feature_rows(path: Path) -> np.ndarray:
     elif path.suffix == ".pt":
         array = _torch_array(path)
     else:
-        from oodbench.data.importpkl import load_pickle
-
         array = load_pickle(path)
-    return as_rows(array, path, "features")
+    return as_matrix(array, path, "features")
 
 
 def _torch_array(path: Path) -> np.ndarray:
@@ -115,22 +113,6 @@ def _torch_array(path: Path) -> np.ndarray:
     return value.detach().float().numpy()
 
 
-def as_rows(array: Any, path: Path, what: str, ndim: int = 2) -> np.ndarray:
-    """A finite float32 array of `ndim` dimensions, or a DataError saying what was found."""
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu" or array.ndim != ndim:
-        found = (
-            f"{array.dtype} array of shape {array.shape}"
-            if isinstance(array, np.ndarray)
-            else type(array).__name__
-        )
-        raise DataError(f"{path}: expected {what} as a {ndim}-D float array, found {found}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    bad = int(np.count_nonzero(~np.isfinite(array)))
-    if bad:
-        raise DataError(f"{path}: {what} hold {bad} NaN/Inf values; re-export them")
-    return array
-
-
 def read_fc(path: Path) -> Linear:
     """An imported classifier: fc.safetensors (oodbench's own), ``[W, b]`` pickle, or an
     NPZ / torch file with ``weight`` and ``bias``."""
@@ -139,8 +121,6 @@ def read_fc(path: Path) -> Linear:
 
         return load_fc(path)
     if path.suffix == ".pkl":
-        from oodbench.data.importpkl import load_pickle
-
         pair = load_pickle(path)
         if not isinstance(pair, list) or len(pair) != 2:
             raise DataError(f"{path}: expected the list [W, b], found {type(pair).__name__}")
@@ -154,8 +134,8 @@ def read_fc(path: Path) -> Linear:
                 f"'bias' [classes], found {sorted(tensors)}"
             )
         weight, bias = tensors["weight"], tensors["bias"]
-    weight = as_rows(weight, path, "W")
-    bias = as_rows(bias, path, "b", ndim=1)
+    weight = as_matrix(weight, path, "W")
+    bias = as_matrix(bias, path, "b", ndim=1)
     if bias.shape != (weight.shape[0],):
         raise DataError(f"{path}: W{weight.shape} and b{bias.shape} disagree on the class count")
     return Linear(weight=weight, bias=bias, class_names=[str(c) for c in range(len(bias))])

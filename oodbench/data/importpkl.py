@@ -82,8 +82,9 @@ def as_matrix(obj: Any, path: Path, what: str, ndim: int = 2) -> np.ndarray:
         )
         raise DataError(f"{path}: expected {what} as a {ndim}-D float array, found {found}")
     array = np.ascontiguousarray(obj, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise DataError(f"{path}: {what} hold NaN/Inf values; re-export them")
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise DataError(f"{path}: {what} hold {bad} NaN/Inf values; re-export them")
     return array
 
 
