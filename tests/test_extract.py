@@ -218,7 +218,14 @@ def test_torchrun_two_gloo_ranks_equal_one_process(dataset, spec, tmp_path) -> N
     shutil.copy(manifest, tmp_path / "data/manifests/mixed.parquet")
     # gloo binds to the interface the hostname resolves to; a CI container's hostname may
     # resolve to nothing, loopback always exists
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    # one thread in the single process too: OMP_NUM_THREADS for torchrun's ranks,
+    # OODBENCH_THREADS for the process alone (the extract stage sizes torch to it)
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "OODBENCH_THREADS": "1",
+    }
     env["GLOO_SOCKET_IFNAME"] = "lo"
 
     def extract(nproc: int) -> tuple[dict[str, bytes], str]:
