@@ -352,6 +352,7 @@ def _extract_shards(
         # one batch leaves nothing to decode ahead: a worker would only add its start-up
         num_workers=cfg.num_workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda",
+        worker_init_fn=quiet_lost_connections,
     )
     head = model_head(bb.model)
     dtype = AUTOCAST[precision]
@@ -410,6 +411,22 @@ def worker_failures() -> Iterator[None]:
             "for lack of memory: lower extract.num_workers or extract.batch_size (or free "
             "memory) and rerun; finished shards are kept and not recomputed"
         ) from None
+
+
+def quiet_lost_connections(worker_id: int) -> None:
+    """In a DataLoader worker: a lost connection reported by multiprocessing's fd-sharing
+    thread (``resource_sharer``, which hands batches' tensors to the main process) prints
+    nothing. It loses its connection only when the main process is going away, e.g. when
+    another worker died and :func:`worker_failures` is stopping the stage with one line,
+    which that thread's traceback would otherwise follow. Any other error still prints;
+    the worker loop itself reports its errors through the DataLoader, not this hook."""
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, ConnectionError | EOFError):
+            default(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def worker_message(text: str) -> str:
