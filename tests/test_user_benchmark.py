@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -234,6 +236,10 @@ def test_a_new_ood_set_costs_only_its_own_extraction_and_scoring(user_copy):
     assert "stripes2" in metrics(project, "r18")["ood"]
 
 
+def queue_status(project: Path) -> str:
+    return run(["dvc", "queue", "status"], project).stdout
+
+
 @catalogue(
     "images",
     "a queued experiment (`dvc exp run --queue`) must re-extract in DVC's temporary copy",
@@ -246,13 +252,21 @@ def test_a_queued_experiment_re_extracts(user_copy):
     change = ["-S", "+backbones.r18.preprocess=reference"]  # `+`: a key the block lacks
     run(["dvc", "exp", "run", "--queue", "-n", "reference", *change], project)
     run(["dvc", "queue", "start", "-j", "1"], project)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Success" in status or "Failed" in status:
-            break
-        time.sleep(2)
-    logs = run(["dvc", "queue", "logs", "reference"], project, check=False).stdout
+    # until the worker has taken the task (seconds), then follow its log to the end: one
+    # waiting process instead of a `dvc queue status` (a DVC start-up) every 2 s
+    deadline = time.monotonic() + 120
+    while "Queued" in queue_status(project):
+        assert time.monotonic() < deadline, "the queue's worker did not take the task"
+        time.sleep(1)
+    follow = ["dvc", "queue", "logs", "--follow", "reference"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    logs = subprocess.run(
+        follow, cwd=project, env=env, capture_output=True, text=True, timeout=900
+    ).stdout
+    deadline = time.monotonic() + 120  # the log ends as the task records its result
+    while not re.search(r"reference\s.*(Success|Failed)", status := queue_status(project)):
+        assert time.monotonic() < deadline, status + logs
+        time.sleep(1)
     assert "Success" in status, status + logs
     assert "Running stage 'pipelines/r18/dvc.yaml:extract-shapes_val'" in logs
     assert "Running stage 'pipelines/vt/dvc.yaml:extract-" not in logs
