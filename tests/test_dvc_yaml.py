@@ -109,11 +109,19 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
         "oodbench/methods/shared/threads.py",
     }
     assert set(digest["files"]) == set(closure(digest["entries"], ROOT))
-    # a method that never reads ID train does not depend on its features
-    assert "features/lite0/digits_id_train" not in stage("lite0", "score-msp")["deps"]
-    assert "features/lite0/digits_id_train" in stage("lite0", "score-knn")["deps"]
-    # an entry sharing lite0's features reads lite0's folders and extracts nothing
-    assert "features/lite0/digits_near" in stage("lite0_mos", "score-mos")["deps"]
+    # a score stage depends on its backbone's feature folder as one (every set, the fc
+    # and ViM subspace in it); evaluate on the folder of the backbone's scores
+    for name in ("score-msp", "score-knn", "score-vim"):
+        deps = stage("lite0", name)["deps"]
+        assert [d for d in deps if d.startswith("features/")] == ["features/lite0"], name
+    assert "scores/lite0" in stage("lite0", "evaluate")["deps"]
+    assert not [d for d in stage("lite0", "evaluate")["deps"] if d.startswith("scores/lite0/")]
+    # an entry sharing lite0's features reads lite0's folder, its own fc, and extracts nothing
+    deps = stage("lite0_mos", "score-mos")["deps"]
+    assert [d for d in deps if d.startswith("features/")] == [
+        "features/lite0",
+        "features/lite0_mos/fc.safetensors",
+    ]
     assert not [s for s in stages() if s.startswith("pipelines/lite0_mos/dvc.yaml:extract")]
 
 

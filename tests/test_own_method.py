@@ -499,7 +499,14 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
         == "python -m oodbench.cli.stage score --backbone lite0 --method cos"
     )
     assert "build/specs/code/score-user-cos.json" in lite0["score-cos"]["deps"]
-    assert "features/lite0/digits_id_train" in lite0["score-cos"]["deps"]  # requires train
+    assert "features/lite0" in lite0["score-cos"]["deps"]
+    # cos requires train: with the model's own head, its features are extracted for cos
+    # alone (a probe's training would read them anyway)
+    for methods, train in (({"msp": {}, "cos": BLOCK}, True), ({"msp": {}}, False)):
+        variant = demo_params(**methods)
+        variant["backbones"]["lite0"]["fc"] = "head"
+        stages = dvcyaml.build(variant, project)["pipelines/lite0/dvc.yaml"]
+        assert ("extract-digits_id_train" in stages) == train, methods
     assert all(s["cmd"].startswith("python -m oodbench.cli.stage ") for s in lite0.values())
     specs = resolve(params, Benchmark.of(params), project)
     code = {p.stem: spec for p, spec in specs.items() if p.parent.name == "code"}

@@ -52,6 +52,23 @@ def test_method_param_change_reruns_only_its_score_and_evaluate(demo_copy):
     assert ran == {"check", f"{lite0}:score-energy", f"{lite0}:evaluate", "leaderboard"}
 
 
+def test_a_score_stage_depends_on_the_feature_folder_but_not_on_temp_litter(demo_copy):
+    """Score stages depend on the backbone's feature folder as one (dvc.yaml), evaluate on
+    the folder of its scores: a file added there is a change to them, while the temp file
+    a killed writer leaves (oodbench/formats/atomic.py: `.<name>.<random>.tmp`) is in
+    .dvcignore and changes nothing."""
+    (demo_copy / "features/lite0/.fc.safetensors.k1.tmp").write_bytes(b"partial")
+    (demo_copy / "features/lite0/.photos.k2.tmp").mkdir()
+    (demo_copy / "features/lite0/.photos.k2.tmp/shard-00000.features.npy").write_bytes(b"x")
+    (demo_copy / "scores/lite0/.msp.parquet.k3.tmp").write_bytes(b"partial")
+    assert stale_stages(demo_copy) == set()
+    (demo_copy / "features/lite0/stray.npy").write_bytes(b"x")
+    (demo_copy / "scores/lite0/stray.parquet").write_bytes(b"x")
+    lite0 = "pipelines/lite0/dvc.yaml"
+    scores = {f"{lite0}:score-{m}" for m in ("msp", "energy", "react", "maxlogit")}
+    assert stale_stages(demo_copy) == scores | {f"{lite0}:evaluate"}
+
+
 def test_scores_match_a_direct_computation(demo_workspace):
     """The energy scores on disk equal logsumexp of features @ W^T + b computed here."""
     import pandas as pd

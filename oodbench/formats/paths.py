@@ -41,21 +41,31 @@ def classes_record_path(dataset: str) -> Path:
     return MANIFESTS / f"{dataset}.classes.json"
 
 
+def backbone_features(backbone: str) -> Path:
+    """Every feature folder of the backbone, its classifier and ViM subspace: what a score
+    stage depends on, as one folder (dvc.yaml)."""
+    return FEATURES / backbone
+
+
 def features_dir(backbone: str, dataset: str) -> Path:
-    return FEATURES / backbone / dataset
+    return backbone_features(backbone) / dataset
 
 
 def fc_path(backbone: str) -> Path:
-    return FEATURES / backbone / "fc.safetensors"
+    return backbone_features(backbone) / "fc.safetensors"
 
 
 def subspace_path(backbone: str) -> Path:
     """The ViM subspace of the backbone's classifier on ID train (the subspace stage)."""
-    return FEATURES / backbone / "vim_subspace.npz"
+    return backbone_features(backbone) / "vim_subspace.npz"
+
+
+def scores_dir(backbone: str) -> Path:
+    return SCORES / backbone
 
 
 def scores_path(backbone: str, method: str) -> Path:
-    return SCORES / backbone / f"{method}.parquet"
+    return scores_dir(backbone) / f"{method}.parquet"
 
 
 def metrics_path(backbone: str) -> Path:

@@ -42,6 +42,7 @@ DVCIGNORE = """\
 .venv/
 features/.work/
 __pycache__/
+.*.tmp
 """
 
 #: the params.yaml `init` writes when given none: the embedded demo, one backbone and six
