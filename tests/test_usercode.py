@@ -116,3 +116,78 @@ def test_two_projects_with_the_same_module_names_load_in_turn(tmp_path: Path) ->
         for name in [m for m in sys.modules if m.split(".")[0] == "mynets"]:
             del sys.modules[name]
         sys.path[:] = saved
+
+
+NESTED = """
+import a0
+if x:
+    import a1
+elif y:
+    import a2
+else:
+    from a3 import b
+for i in z:
+    import a4
+else:
+    import a5
+while w:
+    import a6
+try:
+    import a7
+except ImportError:
+    import a8
+else:
+    import a9
+finally:
+    import a10
+with c:
+    import a11
+class K:
+    import a12
+    def m(self):
+        async def inner():
+            async with d:
+                import a13
+            async for e in f:
+                import a14
+        return inner
+match v:
+    case 1:
+        import a15
+    case _:
+        from .a16 import g
+x = [lambda: 0 for _ in range(3)]
+"""
+
+
+def walked(source: str) -> set[str]:
+    """Every import node of the source, found by visiting every node (the slow way)."""
+    import ast
+
+    return {
+        ast.dump(n)
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Import | ast.ImportFrom)
+    }
+
+
+def test_imports_are_found_in_every_kind_of_block(tmp_path: Path) -> None:
+    """The closure visits statements only (expressions cannot import): it finds what a
+    walk of every node finds, in every block statement, and in every file of the package."""
+    import ast
+
+    from oodbench.pipeline.closure import direct_imports, statements
+
+    path = tmp_path / "nested.py"
+    path.write_text(NESTED)
+    found = direct_imports(path, ("pkg",))
+    assert [n for n in found if n.startswith("a")] == [
+        *[f"a{i}" for i in range(3)], "a3", "a3.b", *[f"a{i}" for i in range(4, 16)]
+    ]  # fmt: skip
+    assert found[-2:] == ("pkg.a16", "pkg.a16.g")
+    root = Path(__file__).resolve().parents[1]
+    for source in [path, *sorted((root / "oodbench").rglob("*.py"))]:
+        text = source.read_text(encoding="utf-8")
+        nodes = statements(ast.parse(text).body)
+        kept = {ast.dump(n) for n in nodes if isinstance(n, ast.Import | ast.ImportFrom)}
+        assert kept == walked(text), source

@@ -29,8 +29,9 @@ def check_benchmark(root: Path = Path()) -> None:
     """Validate params.yaml and dvc.yaml, then write every stage's spec."""
     params = P.read_params_file(root / P.PARAMS_FILE)
     bench = validate(params, root)
-    check_pipeline_file(params, root)
-    for path, spec in resolve(params, bench, root).items():
+    resolved = resolve(params, bench, root)
+    check_pipeline_file(params, root, list(resolved))
+    for path, spec in resolved.items():
         write_spec(root / path, spec)
 
 
@@ -207,9 +208,12 @@ def check_settings(params: dict[str, Any]) -> None:
     ProbeConfig.from_params(params.get("probe") or {})
 
 
-def check_pipeline_file(params: dict[str, Any], root: Path) -> None:
+def check_pipeline_file(
+    params: dict[str, Any], root: Path, spec_files: list[Path] | None = None
+) -> None:
     """dvc.yaml (and pipelines/<bb>/dvc.yaml) must be what ``oodbench pipeline`` writes."""
-    want = {f: dvcyaml.render(s) for f, s in dvcyaml.build(params, root).items()}
+    built = dvcyaml.build(params, root, spec_files)
+    want = {f: dvcyaml.render(s) for f, s in built.items()}
     difference = dvcyaml.drift(dvcyaml.existing(root), want)
     if difference is not None:
         raise ParamsError(

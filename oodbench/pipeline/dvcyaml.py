@@ -91,17 +91,21 @@ def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
 Stages = dict[str, dict[str, Any]]
 
 
-def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
+def build(
+    params: dict[str, Any], root: Path = Path(), spec_files: list[Path] | None = None
+) -> dict[str, Stages]:
     """Every stage of the benchmark in params.yaml, by pipeline file, in dependency order:
     ``dvc.yaml`` holds what all backbones share (demo, check, materialize, the leaderboard),
-    ``pipelines/<bb>/dvc.yaml`` one backbone's extract, fc, score and evaluate stages."""
+    ``pipelines/<bb>/dvc.yaml`` one backbone's extract, fc, score and evaluate stages.
+    `spec_files`: the check stage's outputs, when the caller has resolved them already
+    (the check stage itself: resolving digests every code closure)."""
     bench = Benchmark.of(params)
     shared: Stages = {}
     if not layout.is_clone(root):
         shared["package"] = package_stage(root)
     if demo_used(params, bench):
         shared["demo"] = demo_stage(root)
-    shared["check"] = check_stage(params, bench, root)
+    shared["check"] = check_stage(params, bench, root, spec_files)
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
     shared |= tune_set_stages(params, bench, root)
@@ -221,9 +225,11 @@ def checkpoints(params: dict[str, Any], bench: Benchmark) -> list[str]:
     return list(dict.fromkeys(path for ref in refs for path in local_file(ref)))
 
 
-def spec_outputs(params: dict[str, Any], bench: Benchmark, root: Path) -> list[str]:
+def spec_outputs(
+    params: dict[str, Any], bench: Benchmark, root: Path, spec_files: list[Path] | None = None
+) -> list[str]:
     """The spec files the check stage writes (oodbench/formats/specs.py)."""
-    return [spec(path) for path in resolve(params, bench, root)]
+    return [spec(path) for path in (spec_files or resolve(params, bench, root))]
 
 
 def package_stage(root: Path) -> dict[str, Any]:
@@ -254,7 +260,9 @@ def demo_stage(root: Path) -> dict[str, Any]:
     }
 
 
-def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[str, Any]:
+def check_stage(
+    params: dict[str, Any], bench: Benchmark, root: Path, spec_files: list[Path] | None = None
+) -> dict[str, Any]:
     package = ["oodbench", "stages"] if layout.is_clone(root) else [spec(specs.package_spec())]
     return {
         "cmd": command("check", root),
@@ -269,7 +277,7 @@ def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[st
         ],
         # the whole file: a key removed from params.yaml is a change too
         "params": [{P.PARAMS_FILE.as_posix(): None}],
-        "outs": [kept(out, cache=False) for out in spec_outputs(params, bench, root)],
+        "outs": [kept(out, cache=False) for out in spec_outputs(params, bench, root, spec_files)],
     }
 
 
