@@ -24,7 +24,7 @@ scripts of git revision REV (its own dvc.yaml, outputs recorded with ``dvc commi
 the numbers do not depend on the revision), so before and after come from one run.
 
     python benchmarks/iteration.py                          # this checkout
-    python benchmarks/iteration.py --baseline 9b013d9 --matrix --rounds 3
+    python benchmarks/iteration.py --baseline 9f82ce2 --matrix --rounds 3
 """
 
 from __future__ import annotations
