@@ -229,7 +229,9 @@ def spec_outputs(
     params: dict[str, Any], bench: Benchmark, root: Path, spec_files: list[Path] | None = None
 ) -> list[str]:
     """The spec files the check stage writes (oodbench/formats/specs.py)."""
-    return [spec(path) for path in (spec_files or resolve(params, bench, root))]
+    if spec_files is None:
+        spec_files = list(resolve(params, bench, root))
+    return [spec(path) for path in spec_files]
 
 
 def package_stage(root: Path) -> dict[str, Any]:
@@ -417,9 +419,10 @@ def score_stage(
     tree of every folder dependency of every stage in each `dvc status` and `dvc repro`,
     and rewrites the lock file after each stage, so at the full matrix (11 backbones x 25
     methods x 12 sets) one folder instead of twelve takes no-op `dvc status` from 5.7 s
-    to 3.4 s and nearly halves the lock files (README, Speed). What that costs: a stage whose method does not fit
-    on ID train also reruns when only the ID train features change (an edited ID train
-    list), and writes the same bytes, so nothing after it reruns."""
+    to 3.4 s and nearly halves the lock files (README, Speed). What that costs: a stage
+    whose method does not fit on ID train also reruns when only the ID train features
+    change (an edited ID train list), and writes the same bytes, so nothing after it
+    reruns."""
     source = bench.features_of(backbone)
     own = []  # an entry sharing `source`'s features has its own classifier and subspace
     if source != backbone:
