@@ -154,6 +154,12 @@ def reset(variant: Variant) -> None:
     variant.sh("git", "reset", "-q", "--hard", "HEAD")
     variant.sh("dvc", "checkout", "-f", "-q")
     variant.sh("dvc", "exp", "remove", "-A", "-q")
+    # the check stage's specs are git-ignored and uncached (build/specs): neither git nor
+    # `dvc checkout` restores them, and left as the experiment wrote them they would make
+    # the next `dvc exp run` rerun the check; writing them again from the committed
+    # params.yaml makes them match dvc.lock
+    variant.sh(sys.executable, "stages/check.py")
+    variant.sh("dvc", "status", "-q")  # fails loudly if anything is still changed
 
 
 def stage_commands(ws: Path) -> dict[str, list[str]]:
