@@ -1,12 +1,12 @@
-"""DVC stage ``pipelines/<bb>/dvc.yaml:evaluate``: scores -> metrics/<bb>.json (AUROC, FPR95, AUPR) and plots/<bb>/."""
+"""DVC stage ``evaluate``: every backbone's scores -> metrics/<bb>.json (AUROC, FPR95, AUPR), plots/<bb>/ and metrics/leaderboard.md."""
 
 from oodbench.core.entry import run_main, stage_args
-from oodbench.results.evaluate import evaluate_backbone
+from oodbench.results.evaluate import evaluate_benchmark
 
 
 def main() -> None:
-    args = stage_args(__doc__, "backbone", "features")
-    evaluate_backbone(args.backbone, features=args.features)
+    args = stage_args(__doc__, "backbones")
+    evaluate_benchmark([b for b in args.backbones.split(",") if b])
 
 
 if __name__ == "__main__":

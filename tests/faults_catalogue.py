@@ -80,7 +80,7 @@ def render(rows: list[Row]) -> str:
         "",
         "- **kept as they were**: the features (`extract`), manifests and class records",
         "  (`materialize`), the resolved specs (`check`), the demo's images and lists",
-        "  (`demo`), the metrics and plots (`evaluate`) and the leaderboard: they persist,",
+        "  (`demo`), the metrics, plots and leaderboard (`evaluate`): they persist,",
         "  and their stage swaps a new version in only when it is complete;",
         "- **missing until their stage succeeds**: the classifier `features/<bb>/fc.safetensors`",
         "  (`fc`), the ViM subspace (`subspace`) and the score tables (`score-<m>`). These",

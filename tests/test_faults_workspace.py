@@ -99,7 +99,7 @@ def test_skipped_images_reach_metrics(ws: Path) -> None:
     run(stage_command("extract", "--backbone", "lite0", "--dataset", "photos"), ws)
     for method in yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["methods"]:
         run(stage_command("score", "--backbone", "lite0", "--method", method), ws)
-    run(stage_command("evaluate", "--backbone", "lite0"), ws)
+    run(stage_command("evaluate", "--backbones", "lite0"), ws)
     metrics = json.loads((ws / "metrics/lite0.json").read_text())
     assert metrics["ood"]["photos"] == {"n": 16, "n_skipped": 1}
     assert metrics["ood"]["textures"]["n_skipped"] == 0 and metrics["id"]["n_skipped"] == 0

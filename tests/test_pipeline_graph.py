@@ -137,7 +137,49 @@ def test_a_head_with_logit_methods_extracts_no_train_features(project):
     files = dvcyaml.build(params_for("head", ["msp", "energy"], False, False), project)
     names = set(files["pipelines/bb/dvc.yaml"])
     assert names == {"extract-val", "extract-near", "extract-far", "fc", "score-msp",
-                     "score-energy", "evaluate"}  # fmt: skip
+                     "score-energy"}  # fmt: skip
     files = dvcyaml.build(params_for("head", ["msp", "klm"], False, False), project)
     assert "extract-train" in files["pipelines/bb/dvc.yaml"]
     assert "features/bb" in files["pipelines/bb/dvc.yaml"]["score-klm"]["deps"]  # all sets
+
+
+LOCK = """schema: '2.0'
+stages:
+  fc:
+    cmd: python stages/fc.py --backbone bb
+    outs:
+    - path: features/bb/fc.safetensors
+      hash: md5
+      md5: 0f
+      size: 10
+  evaluate:
+    cmd: python stages/evaluate.py --backbone bb
+    deps:
+    - path: scores/bb
+      hash: md5
+      md5: 1a.dir
+  score-msp:
+    cmd: python stages/score.py --backbone bb --method msp
+    outs:
+    - path: scores/bb/msp.parquet
+      hash: md5
+      md5: 2b
+"""
+
+
+def test_writing_the_pipeline_drops_the_lock_entries_of_stages_it_no_longer_has(tmp_path):
+    """DVC keeps the lock entry of a stage removed from dvc.yaml (here the per-backbone
+    evaluate of earlier revisions); `oodbench pipeline` cuts it out, every other byte
+    kept, and leaves alone a lock file not laid out as DVC writes it."""
+    pipeline = {"stages": {"fc": {"cmd": "x"}, "score-msp": {"cmd": "y"}}}
+    folder = tmp_path / "pipelines" / "bb"
+    folder.mkdir(parents=True)
+    (folder / "dvc.lock").write_text(LOCK)
+    dvcyaml.write(tmp_path, {"pipelines/bb/dvc.yaml": dvcyaml.render(pipeline["stages"])})
+    start, end = LOCK.index("  evaluate:"), LOCK.index("  score-msp:")
+    assert (folder / "dvc.lock").read_text() == LOCK[:start] + LOCK[end:]
+    flow = "{schema: '2.0', stages: {fc: {cmd: a}, evaluate: {cmd: b}}}\n"
+    (folder / "dvc.lock").write_text(flow)
+    (folder / "dvc.yaml").unlink()  # written again, so its lock is looked at again
+    dvcyaml.write(tmp_path, {"pipelines/bb/dvc.yaml": dvcyaml.render(pipeline["stages"])})
+    assert (folder / "dvc.lock").read_text() == flow

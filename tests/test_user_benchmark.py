@@ -290,7 +290,7 @@ def test_a_head_with_logit_methods_leaves_dvc_status_clean(user_copy):
     stages = yaml.safe_load((project / "pipelines/r18b/dvc.yaml").read_text())["stages"]
     assert "extract-shapes_train" not in stages and "extract-shapes_val" in stages
     assert "extract-shapes_train" in (project / "pipelines/r18/dvc.yaml").read_text()
-    assert "pipelines/r18b/dvc.yaml:evaluate" in ran(run(["dvc", "repro"], project).stdout)
+    assert "pipelines/r18b/dvc.yaml:score-energy" in ran(run(["dvc", "repro"], project).stdout)
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout
     assert set(metrics(project, "r18b")["methods"]) == {"msp", "energy"}
 

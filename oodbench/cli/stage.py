@@ -73,15 +73,9 @@ def score(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from oodbench.results.evaluate import evaluate_backbone
+    from oodbench.results.evaluate import evaluate_benchmark
 
-    evaluate_backbone(args.backbone, features=args.features)
-
-
-def leaderboard(args: argparse.Namespace) -> None:
-    from oodbench.results.leaderboard import write_leaderboard
-
-    write_leaderboard([b for b in args.backbones.split(",") if b])
+    evaluate_benchmark([b for b in args.backbones.split(",") if b])
 
 
 #: kind -> (what it does, its options, its function); the options as in stages/<kind>.py
@@ -103,8 +97,11 @@ STAGES: dict[str, tuple[str, tuple[str, ...], Callable[[argparse.Namespace], Non
         ("backbone", "method", "features"),
         score,
     ),
-    "evaluate": ("scores -> metrics and plots", ("backbone", "features"), evaluate),
-    "leaderboard": ("every backbone's metrics as one leaderboard", ("backbones",), leaderboard),
+    "evaluate": (
+        "scores -> every backbone's metrics and plots, and the leaderboard",
+        ("backbones",),
+        evaluate,
+    ),
 }
 
 

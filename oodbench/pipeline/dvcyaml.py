@@ -95,8 +95,9 @@ def build(
     params: dict[str, Any], root: Path = Path(), spec_files: list[Path] | None = None
 ) -> dict[str, Stages]:
     """Every stage of the benchmark in params.yaml, by pipeline file, in dependency order:
-    ``dvc.yaml`` holds what all backbones share (demo, check, materialize, the leaderboard),
-    ``pipelines/<bb>/dvc.yaml`` one backbone's extract, fc, score and evaluate stages.
+    ``dvc.yaml`` holds what all backbones share (demo, check, materialize, and evaluate,
+    which reads every backbone's scores), ``pipelines/<bb>/dvc.yaml`` one backbone's
+    extract, fc and score stages.
     `spec_files`: the check stage's outputs, when the caller has resolved them already
     (the check stage itself: resolving digests every code closure)."""
     bench = Benchmark.of(params)
@@ -109,7 +110,7 @@ def build(
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
     shared |= tune_set_stages(params, bench, root)
-    shared["leaderboard"] = leaderboard_stage(bench, root)
+    shared["evaluate"] = evaluate_stage(bench, root, csid_sets(params, bench))
     files = {paths.PIPELINE.as_posix(): shared}
     for backbone in bench.backbones:
         files[paths.backbone_pipeline(backbone).as_posix()] = backbone_stages(
@@ -136,7 +137,6 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
         stages["subspace"] = subspace_stage(bench, backbone, root)
     for method in bench.methods_of(backbone):
         stages[f"score-{method}"] = score_stage(params, bench, backbone, method, root)
-    stages["evaluate"] = evaluate_stage(bench, backbone, root, csid_sets(params, bench))
     up = "/".join([".."] * (len(paths.backbone_pipeline(backbone).parts) - 1))
     return {name: {"wdir": up, **stage} for name, stage in stages.items()}
 
@@ -445,19 +445,6 @@ def score_stage(
     }
 
 
-def leaderboard_stage(bench: Benchmark, root: Path = Path()) -> dict[str, Any]:
-    """The leaderboard of every backbone; as the last stage of dvc.yaml it also makes a
-    plain `dvc repro` run every backbone's pipeline file."""
-    return {
-        "cmd": f"{command('leaderboard', root)} --backbones {','.join(bench.backbones)}",
-        "deps": [
-            *(paths.metrics_path(b).as_posix() for b in bench.backbones),
-            spec(specs.code_digest("leaderboard")),
-        ],
-        "outs": [{paths.LEADERBOARD.as_posix(): {"cache": False, "persist": True}}],
-    }
-
-
 def csid_sets(params: dict[str, Any], bench: Benchmark) -> list[str]:
     """The benchmark's covariate-shifted ID sets (``group: csid``), OpenOOD's full-spectrum
     ID: scored with the OOD sets, counted as ID in the ``fsood`` metrics."""
@@ -465,54 +452,65 @@ def csid_sets(params: dict[str, Any], bench: Benchmark) -> list[str]:
     return [d for d in bench.ood if (datasets.get(d) or {}).get("group") == "csid"]
 
 
-def evaluate_stage(
-    bench: Benchmark, backbone: str, root: Path, csid: list[str] | None = None
-) -> dict[str, Any]:
-    source = bench.features_of(backbone)
+def evaluate_stage(bench: Benchmark, root: Path, csid: list[str] | None = None) -> dict[str, Any]:
+    """Every backbone's metrics and plots and the leaderboard, in one stage (results/
+    evaluate.py ``evaluate_benchmark`` says why); as the last stage of dvc.yaml it also
+    makes a plain `dvc repro` run every backbone's pipeline file."""
+    backbones = bench.backbones
     return {
-        "cmd": f"{command('evaluate', root)} --backbone {backbone}{features_option(bench, backbone)}",
-        "deps": [
-            spec(specs.evaluate_spec(backbone)),
-            # the folder of its methods' scores, one dependency for all (see score_stage)
-            paths.scores_dir(backbone).as_posix(),
-            paths.features_dir(source, bench.id_val).as_posix(),
-            # ID accuracy over ID + csid (full-spectrum)
-            *(paths.features_dir(source, d).as_posix() for d in csid or []),
-            paths.fc_path(backbone).as_posix(),
-            # skipped-image counts (skip_bad) and ID val class names reach the metrics
-            *(paths.manifest_path(d).as_posix() for d in [bench.id_val, *bench.ood]),
-            paths.classes_record_path(bench.id_val).as_posix(),
-            spec(specs.code_digest("evaluate")),
-        ],
+        "cmd": f"{command('evaluate', root)} --backbones {','.join(backbones)}",
+        "deps": list(dict.fromkeys(d for b in backbones for d in evaluate_deps(bench, b, csid))),
         # persist: DVC deletes a stage's outputs before running it; the results a user
         # has stay until evaluate writes new ones (atomically), even if a stage fails.
         # The per-set detail is a plain output, the per-method summaries are the metrics:
         # DVC draws one column per key, so `dvc metrics show` stays six columns wide. One
         # folder of them, not a file each: every declared path costs DVC time in each
         # `dvc exp run` (lock entries, status, locks, git staging)
-        "outs": [{paths.metrics_path(backbone).as_posix(): {"cache": False, "persist": True}}],
-        "metrics": [{paths.summary_dir(backbone).as_posix(): {"cache": False, "persist": True}}],
-        "plots": [
-            {
-                (paths.plots_dir(backbone) / "roc").as_posix(): {
-                    "persist": True,
-                    "x": "fpr",
-                    "y": "tpr",
-                    "x_label": "FPR (OOD accepted)",
-                    "y_label": "TPR (ID kept)",
-                    "template": "simple",
-                }
-            },
-            {
-                (paths.plots_dir(backbone) / "hist").as_posix(): {
-                    "persist": True,
-                    "x": "score",
-                    "y": "density",
-                    "template": "id_ood_histogram",
-                }
-            },
+        "outs": [
+            *(
+                {paths.metrics_path(b).as_posix(): {"cache": False, "persist": True}}
+                for b in backbones
+            ),
+            {paths.LEADERBOARD.as_posix(): {"cache": False, "persist": True}},
         ],
+        "metrics": [
+            {paths.summary_dir(b).as_posix(): {"cache": False, "persist": True}} for b in backbones
+        ],
+        "plots": [plot for b in backbones for plot in evaluate_plots(b)],
     }
+
+
+def evaluate_deps(bench: Benchmark, backbone: str, csid: list[str] | None) -> list[str]:
+    """What evaluating `backbone` reads."""
+    source = bench.features_of(backbone)
+    return [
+        spec(specs.evaluate_spec(backbone)),
+        # the folder of its methods' scores, one dependency for all (see score_stage)
+        paths.scores_dir(backbone).as_posix(),
+        paths.features_dir(source, bench.id_val).as_posix(),
+        # ID accuracy over ID + csid (full-spectrum)
+        *(paths.features_dir(source, d).as_posix() for d in csid or []),
+        paths.fc_path(backbone).as_posix(),
+        # skipped-image counts (skip_bad) and ID val class names reach the metrics
+        *(paths.manifest_path(d).as_posix() for d in [bench.id_val, *bench.ood]),
+        paths.classes_record_path(bench.id_val).as_posix(),
+        spec(specs.code_digest("evaluate")),
+    ]
+
+
+def evaluate_plots(backbone: str) -> list[dict[str, Any]]:
+    """The backbone's plot folders, as DVC plots: ROC points and score histograms."""
+    roc = {
+        "persist": True,
+        "x": "fpr",
+        "y": "tpr",
+        "x_label": "FPR (OOD accepted)",
+        "y_label": "TPR (ID kept)",
+        "template": "simple",
+    }
+    hist = {"persist": True, "x": "score", "y": "density", "template": "id_ood_histogram"}
+    folder = paths.plots_dir(backbone)
+    return [{(folder / "roc").as_posix(): roc}, {(folder / "hist").as_posix(): hist}]
 
 
 def render(stages: Stages) -> str:
@@ -568,6 +566,7 @@ def write(root: Path, want: dict[str, str]) -> None:
         path = root / file
         if not (path.is_file() and path.read_text(encoding="utf-8") == text):
             write_text(path, text)
+            prune_lock(path.with_name("dvc.lock"), set(yaml.safe_load(text)["stages"]))
     for file in existing(root):
         if file not in want:
             (root / file).unlink()
@@ -575,3 +574,33 @@ def write(root: Path, want: dict[str, str]) -> None:
             folder = (root / file).parent
             if not any(folder.iterdir()):
                 folder.rmdir()
+
+
+def prune_lock(lock: Path, stages: set[str]) -> None:
+    """Drop the entries of stages the pipeline file no longer has from its dvc.lock. DVC
+    keeps them (it rewrites only the entries of stages it runs), and every byte of a lock
+    file is parsed at each `dvc status` and rewritten after each stage. The entries are
+    cut as text, the rest kept byte for byte; a lock file laid out otherwise than DVC
+    writes it is left as it is."""
+    from oodbench.formats.atomic import write_text
+
+    if not lock.is_file():
+        return
+    text = lock.read_text(encoding="utf-8")
+    entries = (yaml.safe_load(text) or {}).get("stages") or {}
+    gone = [name for name in entries if name not in stages]
+    if not gone:
+        return
+    kept, dropping = [], False
+    for line in text.splitlines(keepends=True):
+        if not line.startswith(" "):  # schema:, stages:
+            dropping = False
+        elif not line.startswith("   "):  # a stage's name line
+            dropping = line.strip().rstrip(":") in gone
+        if not dropping:
+            kept.append(line)
+    pruned = "".join(kept)
+    if (yaml.safe_load(pruned) or {}).get("stages") == {
+        name: entry for name, entry in entries.items() if name not in gone
+    }:
+        write_text(lock, pruned)

@@ -48,7 +48,6 @@ STAGE_MODULES = {
     "subspace": "oodbench/results/subspace.py",
     "score": "oodbench/results/scoring.py",
     "evaluate": "oodbench/results/evaluate.py",
-    "leaderboard": "oodbench/results/leaderboard.py",
     "import_features": "oodbench/data/imported.py",
 }
 

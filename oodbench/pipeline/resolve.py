@@ -56,7 +56,7 @@ def code_groups(
     def script(kind: str) -> str:
         return layout.stage_entry(kind, root)
 
-    kinds = ("materialize", "extract", "fc", "evaluate", "leaderboard", "subspace")
+    kinds = ("materialize", "extract", "fc", "evaluate", "subspace")
     groups = {kind: [script(kind)] for kind in kinds}
     users = layout.user_methods(params, bench)
     for key in bench.all_methods:
@@ -253,6 +253,8 @@ def evaluate_spec(params: dict[str, Any], bench: Benchmark, backbone: str) -> di
     datasets = P.get(params, "datasets", dict)
     return {
         "methods": bench.methods_of(backbone),
+        # the backbone whose ID val features give the accuracy (``features:`` shares one)
+        "features": bench.features_of(backbone),
         "id_val": bench.id_val,
         "ood": bench.ood,
         "groups": {name: (datasets.get(name) or {}).get("group", "far") for name in bench.ood},

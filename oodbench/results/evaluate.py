@@ -1,4 +1,5 @@
-"""Stage ``evaluate``: metrics per method and OOD set, their means, ID accuracy, plots.
+"""Stage ``evaluate``: for every backbone, metrics per method and OOD set, their means,
+ID accuracy and plots; then the leaderboard of them all (results/leaderboard.py).
 
 With ``benchmark.one_class: K`` the ID val scores are split by label first (class K
 is ID, every other class an OOD set ``class_<j>``, group near; see oodbench/data/oneclass.py).
@@ -52,6 +53,7 @@ from oodbench.formats.scores import load_scores, skipped_reason
 from oodbench.formats.specs import evaluate_spec, read_spec
 from oodbench.heads.labels import accuracy, check_labels
 from oodbench.results import fsood
+from oodbench.results.leaderboard import write_leaderboard
 from oodbench.results.metrics import METRIC_NAMES, all_metrics
 from oodbench.results.plots import write_plots
 
@@ -163,12 +165,24 @@ def n_skipped(dataset: str) -> int | None:
     return count_not_ok(path)
 
 
-def evaluate_backbone(backbone: str, features: str | None = None) -> None:
-    """Stage ``evaluate-<bb>``: ``metrics/<bb>.json`` and ``plots/<bb>/`` from the scores;
-    `features`: the backbone whose ID val features to read (default: `backbone`)."""
+def evaluate_benchmark(backbones: list[str]) -> None:
+    """Stage ``evaluate``: every backbone's metrics and plots, then the leaderboard.
+
+    One stage for all backbones, not one each: an experiment on one method reruns the
+    score stage of each backbone that runs it and then this stage once, where a stage
+    per backbone and a leaderboard after them cost DVC its per-stage bookkeeping (an
+    index rebuild and a lock-file rewrite, about 0.5 s) for each (README, iteration)."""
     limit_blas_threads()  # the ID accuracy's logits: the same bits for any thread count
-    source = features or backbone
+    for backbone in backbones:
+        evaluate_backbone(backbone)
+    write_leaderboard(backbones)
+
+
+def evaluate_backbone(backbone: str) -> None:
+    """``metrics/<bb>.json``, ``metrics/<bb>/`` and ``plots/<bb>/`` from the scores, the
+    ID accuracy from the ID val features of the backbone the spec names (``features:``)."""
     spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
+    source = spec["features"]
     id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])
     csid = [name for name in ood if groups.get(name) == "csid"]
     ood = [name for name in ood if name not in csid]

@@ -1,4 +1,5 @@
-"""The ``leaderboard`` stage: ``metrics/leaderboard.md``, every backbone's AUROC and FPR95.
+"""``metrics/leaderboard.md``, every backbone's AUROC and FPR95, which the ``evaluate``
+stage writes after the backbones' metrics.
 
 The same tables as ``oodbench report --format markdown`` (AUROC, then FPR95 by the
 ViM rule), so a reader of the repository sees the benchmark's results without running
@@ -21,7 +22,7 @@ def leaderboard_text(backbones: list[str]) -> str:
     all_metrics = load_all(METRICS, backbones)
     parts = [
         "# Leaderboard\n",
-        "Written by the `leaderboard` stage (`oodbench report`); best per column in bold.\n",
+        "Written by the `evaluate` stage (`oodbench report`); best per column in bold.\n",
     ]
     for metric, title in SECTIONS:
         parts.append(f"\n## {title}\n\n" + render(all_metrics, metric, "markdown"))
