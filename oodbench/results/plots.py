@@ -144,16 +144,20 @@ def write_csv(path: Path, columns: Columns) -> None:
     """The columns as CSV: a header row, floats as ``FLOAT_FORMAT``, NaN as an empty
     field (the file pandas' ``to_csv(index=False, float_format=...)`` writes, without
     importing pandas at every evaluate start)."""
-
-    def text(value: object) -> str:
-        if isinstance(value, str):
-            return value
-        return "" if np.isnan(value) else FLOAT_FORMAT % value
-
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(zip(*([text(v) for v in c] for c in columns.values()), strict=True))
+        writer.writerows(zip(*(column_text(c) for c in columns.values()), strict=True))
+
+
+def column_text(values: np.ndarray | list[str]) -> list[str]:
+    """A column's fields: strings as they are, numbers as ``FLOAT_FORMAT``, NaN empty.
+    Formatted from Python floats (``tolist``), the same digits as from numpy scalars at
+    a fraction of the cost: evaluate writes some 100,000 fields on the demo."""
+    if isinstance(values, list):
+        return values
+    floats = np.asarray(values, dtype=np.float64).tolist()
+    return ["" if v != v else FLOAT_FORMAT % v for v in floats]  # v != v: NaN
 
 
 def write_plots(
