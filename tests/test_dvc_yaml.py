@@ -7,6 +7,7 @@ stages whose closure holds it) is tests/test_code_deps.py.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from pathlib import Path
 
@@ -87,14 +88,24 @@ def test_code_closure_is_what_the_stage_loads(kind):
 
 
 def test_each_stage_depends_on_the_digest_of_its_own_code():
-    """One code dependency per stage: the check stage's digest of its closure. A score
-    stage's closure holds its own method's module and none of the others'."""
-    from oodbench.pipeline.resolve import code_spec
+    """One code dependency per stage: the check stage's digest of its closure (a score
+    stage: its sha256, in the method's spec). A score stage's closure holds its own
+    method's module and none of the others'."""
+    from oodbench.formats.specs import dumps
+    from oodbench.pipeline.benchmark import Benchmark
+    from oodbench.pipeline.resolve import code_spec, resolve
 
     assert "build/specs/code/extract.json" in stage("lite0", "extract-textures")["deps"]
-    assert "build/specs/code/score-vim.json" in stage("lite0", "score-vim")["deps"]
-    # an alias block runs another method's module: react_val is `method: react`
-    assert "build/specs/code/score-react.json" in stage("lite0", "score-react_val")["deps"]
+    assert "build/specs/methods/vim.json" in stage("lite0", "score-vim")["deps"]
+    assert not [d for d in stage("lite0", "score-vim")["deps"] if "/code/" in d]
+    params = read_params_file(ROOT / "params.yaml")
+    specs = resolve(params, Benchmark.of(params), ROOT)
+    for key, group in (("vim", "score-vim"), ("react_val", "score-react")):
+        # an alias block runs another method's module: react_val is `method: react`
+        digest = dumps(specs[Path(f"build/specs/code/{group}.json")]).encode()
+        assert specs[Path(f"build/specs/methods/{key}.json")]["code"] == (
+            hashlib.sha256(digest).hexdigest()
+        )
     digest = code_spec(["stages/score.py", "oodbench/methods/vim.py"], ROOT)
     methods = {f for f in digest["files"] if f.startswith("oodbench/methods/")}
     assert methods == {
@@ -137,9 +148,10 @@ def test_only_the_check_and_demo_stages_read_params():
         if name not in ("check", "demo"):
             assert "params" not in stage, name
             assert any(d.startswith("build/specs/") for d in stage["deps"]), name
-    outs = {next(iter(o)) for o in s["check"]["outs"]}
+    # its output is the folder; each stage depends on the files in it it reads
+    assert [next(iter(o)) for o in s["check"]["outs"]] == ["build/specs"]
     needed = {d for st in s.values() for d in st["deps"] if d.startswith("build/specs/")}
-    assert needed == outs
+    assert needed and all((ROOT / d).is_file() for d in needed)
 
 
 def test_specs_hold_only_what_changes_the_numbers():

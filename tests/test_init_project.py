@@ -134,7 +134,7 @@ def test_init_makes_a_project_that_runs_the_installed_package(installed: Install
     ]
     assert commands and all(c.startswith("python -m oodbench.cli.stage ") for c in commands)
     assert ran(bench["repro"]) >= {"package", "demo", "check", SCORE_COS, "evaluate"}
-    identity = json.loads((dest / "build/specs/package.json").read_text())
+    identity = json.loads((dest / "build/package.json").read_text())
     assert identity == {
         "name": "oodbench",
         "version": "0.1.0",

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from oodbench.cli.app import app
 from oodbench.core.errors import DataError, OodbenchError, ParamsError
 from oodbench.formats.features import FeatureSet
-from oodbench.formats.specs import method_spec, write_spec
+from oodbench.formats.specs import dumps, method_spec, read_spec, scoring_spec, write_spec
 from oodbench.methods import FitData, from_params, registry
 from oodbench.methods.contract import RULES, check_method, synthetic
 from oodbench.pipeline import dvcyaml, layout
@@ -405,6 +405,13 @@ def test_wrong_shape_and_nan_scores_name_method_dataset_and_rows(project: Path) 
             score_set(detector, rows, fc, block_rows=50)
 
 
+def hand_spec(key: str, method: str) -> dict:
+    """A method spec as the check stage writes it (resolve.py score_spec), with the
+    workspace's datasets; the code digest is not read by the score stage."""
+    scoring = read_spec(scoring_spec(), "benchmark")
+    return {"key": key, "method": method, "hyperparameters": {}, "scoring": scoring, "code": ""}
+
+
 @catalogue(
     "params",
     "a user's own method raises inside `fit` or `score` during `dvc repro`",
@@ -413,8 +420,7 @@ def test_wrong_shape_and_nan_scores_name_method_dataset_and_rows(project: Path) 
 )
 def test_an_exception_inside_the_users_method_names_its_file_and_line(workspace: Path) -> None:  # noqa: F811
     (workspace / "broken.py").write_text(BROKEN)
-    spec = {"key": "boom", "method": "broken.py:RaisesInScore", "hyperparameters": {}}
-    write_spec(method_spec("boom"), spec)
+    write_spec(method_spec("boom"), hand_spec("boom", "broken.py:RaisesInScore"))
     command = [sys.executable, "-m", "oodbench.cli.stage", "score", "--backbone", BB]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
@@ -458,7 +464,7 @@ def test_the_stage_module_says_its_kinds_and_options() -> None:
 def test_the_installed_packages_score_stage_starts_light(workspace: Path) -> None:  # noqa: F811
     """`python -m oodbench.cli.stage score` (a project made by `oodbench init`) imports no
     torch, typer, rich, matplotlib or pandas, as `python stages/score.py` does not."""
-    write_spec(method_spec("energy"), {"key": "energy", "method": "energy", "hyperparameters": {}})
+    write_spec(method_spec("energy"), hand_spec("energy", "energy"))
     code = f"""
 import runpy, sys
 sys.argv = ["stage", "score", "--backbone", "{BB}", "--method", "energy"]
@@ -489,16 +495,16 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     assert shared["package"] == {
         "cmd": "python -m oodbench.cli.stage package",
         "always_changed": True,
-        "outs": [{"build/specs/package.json": {"cache": False}}],
+        "outs": [{"build/package.json": {"cache": False}}],
     }
     user = ["mymethods/__init__.py", "mymethods/common.py", "mymethods/cosine.py"]
-    assert shared["check"]["deps"] == ["datalists", "build/specs/package.json", *user]
-    assert shared["demo"]["deps"] == ["build/specs/package.json"]
+    assert shared["check"]["deps"] == ["datalists", "build/package.json", *user]
+    assert shared["demo"]["deps"] == ["build/package.json"]
     assert (
         lite0["score-cos"]["cmd"]
         == "python -m oodbench.cli.stage score --backbone lite0 --method cos"
     )
-    assert "build/specs/code/score-user-cos.json" in lite0["score-cos"]["deps"]
+    assert "build/specs/methods/cos.json" in lite0["score-cos"]["deps"]
     assert "features/lite0" in lite0["score-cos"]["deps"]
     # cos requires train: with the model's own head, its features are extracted for cos
     # alone (a probe's training would read them anyway)
@@ -535,10 +541,14 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     assert set(cos["files"]) - set(user) < set(msp["files"]) - {"oodbench/methods/msp.py"}
     assert code["extract"]["entries"] == ["oodbench/models/extract.py"]
     assert "oodbench/results/scoring.py" not in code["extract"]["files"]
+    # the score stage's one spec: its method, the datasets it scores and its code digest's
+    # sha256, so an edit of the user's files reruns it through that one dependency
     assert specs[Path("build/specs/methods/cos.json")] == {
         "key": "cos",
         "method": REFERENCE,
         "hyperparameters": {"scale": 1.0},
+        "scoring": specs[Path("build/specs/scoring.json")],
+        "code": hashlib.sha256(dumps(cos).encode()).hexdigest(),
     }
 
 

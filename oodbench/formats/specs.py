@@ -16,14 +16,16 @@ Files (``<bb>`` a backbone, ``<ds>`` a dataset, ``<m>`` a method key):
   ``backbones/<bb>.model.json``  the model: timm|clip, checkpoint, preprocess, ... (extract)
   ``backbones/<bb>.fc.json``     the classifier: kind, classes, groups, probe, model (fc)
   ``backbones/<bb>.evaluate.json``  methods, id_val, ood, groups, one_class (evaluate)
-  ``methods/<m>.json``       method, params_key, hyperparameters        (score)
-  ``scoring.json``           id_train, id_val, ood, one_class           (score)
+  ``methods/<m>.json``       key, method, hyperparameters, and a copy of scoring.json
+                             and the sha256 of the code digest         (score)
+  ``scoring.json``           id_train, id_val, ood, one_class           (subspace)
 and the code each stage runs, ``code/<kind>.json`` (``code/score-<method>.json``,
 ``code/score-user-<key>.json`` for a user's own method): the sha256 of every file in the
 closure of its imports (oodbench/pipeline/closure.py), so an edit reruns exactly the
 stages whose code it touches, through one small dependency. In a project that runs the
-installed package (``oodbench init``), ``package.json`` (the ``package`` stage) holds
-the package's version and digest, which every code digest records instead of its files.
+installed package (``oodbench init``), ``build/package.json`` (the ``package`` stage)
+holds the package's version and digest, which every code digest records instead of its
+files.
 """
 
 from __future__ import annotations
@@ -72,8 +74,10 @@ def code_digest(group: str) -> Path:
 
 
 def package_spec() -> Path:
-    """The installed oodbench's identity (oodbench/pipeline/layout.py), outside a clone."""
-    return SPECS / "package.json"
+    """The installed oodbench's identity (oodbench/pipeline/layout.py), outside a clone:
+    beside ``build/specs``, the check stage's output folder, not in it (the ``package``
+    stage writes it, and DVC refuses an output inside another stage's)."""
+    return SPECS.parent / "package.json"
 
 
 def dumps(spec: dict[str, Any]) -> str:

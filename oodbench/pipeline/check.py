@@ -15,7 +15,7 @@ from typing import Any
 from oodbench.core import params as P
 from oodbench.core.errors import ParamsError
 from oodbench.formats.checkpoints import damage
-from oodbench.formats.specs import write_spec
+from oodbench.formats.specs import SPECS, write_spec
 from oodbench.pipeline import dvcyaml
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.resolve import resolve
@@ -30,9 +30,19 @@ def check_benchmark(root: Path = Path()) -> None:
     params = P.read_params_file(root / P.PARAMS_FILE)
     bench = validate(params, root)
     resolved = resolve(params, bench, root)
-    check_pipeline_file(params, root, list(resolved))
+    check_pipeline_file(params, root)
     for path, spec in resolved.items():
         write_spec(root / path, spec)
+    remove_stale_specs(root, set(resolved))
+
+
+def remove_stale_specs(root: Path, resolved: set[Path]) -> None:
+    """Remove the spec files of what the benchmark no longer has (a backbone, method or
+    dataset taken out of params.yaml): the folder is the stage's one output, whose hash
+    should say what is resolved now, not what ever was."""
+    for path in sorted((root / SPECS).rglob("*.json")):
+        if path.relative_to(root) not in resolved:
+            path.unlink()
 
 
 def validate(params: dict[str, Any], root: Path = Path()) -> Benchmark:
@@ -208,11 +218,9 @@ def check_settings(params: dict[str, Any]) -> None:
     ProbeConfig.from_params(params.get("probe") or {})
 
 
-def check_pipeline_file(
-    params: dict[str, Any], root: Path, spec_files: list[Path] | None = None
-) -> None:
+def check_pipeline_file(params: dict[str, Any], root: Path) -> None:
     """dvc.yaml (and pipelines/<bb>/dvc.yaml) must be what ``oodbench pipeline`` writes."""
-    built = dvcyaml.build(params, root, spec_files)
+    built = dvcyaml.build(params, root)
     want = {f: dvcyaml.render(s) for f, s in built.items()}
     difference = dvcyaml.drift(dvcyaml.existing(root), want)
     if difference is not None:

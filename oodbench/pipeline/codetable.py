@@ -13,13 +13,15 @@ from typing import Any
 
 from oodbench.core import params as P
 from oodbench.formats import specs
+from oodbench.methods.usermethod import code_group
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
 from oodbench.pipeline.dvcyaml import existing
 from oodbench.pipeline.dvcyaml import stages_of as stages_of_files
-from oodbench.pipeline.resolve import code_groups
+from oodbench.pipeline.resolve import code_groups, method_name
 
 CODE_DIR = specs.code_digest("x").parent.as_posix() + "/"
+METHOD_DIR = specs.method_spec("x").parent.as_posix() + "/"
 
 
 def project_files(root: Path) -> list[str]:
@@ -43,6 +45,9 @@ def stages_of(root: Path) -> dict[str, set[str]]:
         for dep in deps:
             if dep.startswith(CODE_DIR):
                 held |= groups[Path(dep).stem]
+            elif dep.startswith(METHOD_DIR):  # a score stage: its digest is in the spec
+                key = Path(dep).stem
+                held |= groups[code_group(key, method_name(params, key))]
             elif dep in out:  # a stage before the check stage lists its code itself (demo)
                 held.add(dep)
         for file in held:

@@ -9,7 +9,8 @@ Every stage lists exactly what it reads, so a change reruns only what it can cha
   (closure.py; a score stage adds its own method's module, so editing
   ``methods/knn.py`` reruns the kNN score stages and nothing else). One small
   dependency instead of thirty files keeps dvc.lock small, which DVC rewrites after
-  every stage;
+  every stage; a score stage's is not a file of its own but the sha256 of that digest
+  in its method's spec, which also holds the datasets it scores (resolve.py score_spec);
 - data: the artifacts it reads, one dependency per artifact (a feature folder, the fc
   file, a manifest), and the files params.yaml names (a checkpoint, a groups file);
   except that a score stage reads its backbone's feature folder as one dependency, and
@@ -36,7 +37,6 @@ from oodbench.core import params as P
 from oodbench.core.errors import OodbenchError
 from oodbench.formats import paths, specs
 from oodbench.methods.base import lookup
-from oodbench.methods.usermethod import code_group
 from oodbench.pipeline import layout
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
@@ -47,7 +47,6 @@ from oodbench.pipeline.resolve import (
     fc_group,
     fc_loads_model,
     method_name,
-    resolve,
 )
 
 HEADER = (
@@ -91,22 +90,18 @@ def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
 Stages = dict[str, dict[str, Any]]
 
 
-def build(
-    params: dict[str, Any], root: Path = Path(), spec_files: list[Path] | None = None
-) -> dict[str, Stages]:
+def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
     """Every stage of the benchmark in params.yaml, by pipeline file, in dependency order:
     ``dvc.yaml`` holds what all backbones share (demo, check, materialize, and evaluate,
     which reads every backbone's scores), ``pipelines/<bb>/dvc.yaml`` one backbone's
-    extract, fc and score stages.
-    `spec_files`: the check stage's outputs, when the caller has resolved them already
-    (the check stage itself: resolving digests every code closure)."""
+    extract, fc and score stages."""
     bench = Benchmark.of(params)
     shared: Stages = {}
     if not layout.is_clone(root):
         shared["package"] = package_stage(root)
     if demo_used(params, bench):
         shared["demo"] = demo_stage(root)
-    shared["check"] = check_stage(params, bench, root, spec_files)
+    shared["check"] = check_stage(params, bench, root)
     for dataset in bench.datasets:
         shared[f"materialize-{dataset}"] = materialize_stage(dataset, root)
     shared |= tune_set_stages(params, bench, root)
@@ -225,15 +220,6 @@ def checkpoints(params: dict[str, Any], bench: Benchmark) -> list[str]:
     return list(dict.fromkeys(path for ref in refs for path in local_file(ref)))
 
 
-def spec_outputs(
-    params: dict[str, Any], bench: Benchmark, root: Path, spec_files: list[Path] | None = None
-) -> list[str]:
-    """The spec files the check stage writes (oodbench/formats/specs.py)."""
-    if spec_files is None:
-        spec_files = list(resolve(params, bench, root))
-    return [spec(path) for path in spec_files]
-
-
 def package_stage(root: Path) -> dict[str, Any]:
     """Outside a clone: the installed package's identity, checked at every ``dvc repro``
     (DVC cannot see a package); the file changes, and the check stage reruns, only when
@@ -262,9 +248,7 @@ def demo_stage(root: Path) -> dict[str, Any]:
     }
 
 
-def check_stage(
-    params: dict[str, Any], bench: Benchmark, root: Path, spec_files: list[Path] | None = None
-) -> dict[str, Any]:
+def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[str, Any]:
     package = ["oodbench", "stages"] if layout.is_clone(root) else [spec(specs.package_spec())]
     return {
         "cmd": command("check", root),
@@ -279,7 +263,11 @@ def check_stage(
         ],
         # the whole file: a key removed from params.yaml is a change too
         "params": [{P.PARAMS_FILE.as_posix(): None}],
-        "outs": [kept(out, cache=False) for out in spec_outputs(params, bench, root, spec_files)],
+        # the spec files as one folder, not one output each (70 on the demo): DVC parses
+        # every output of every stage at each `dvc status` and experiment, and rewrites
+        # this lock entry each time the check stage runs (README, iteration). Stages
+        # depend on the files in it, each on its own
+        "outs": [kept(specs.SPECS.as_posix(), cache=False)],
     }
 
 
@@ -432,14 +420,14 @@ def score_stage(
     line = f"{command('score', root)} --backbone {backbone} --method {method}"
     return {
         "cmd": line + features_option(bench, backbone),
+        # its spec holds the method, the datasets and its code's digest (resolve.py
+        # score_spec): one dependency for all three
         "deps": [
             spec(specs.method_spec(method)),
-            spec(specs.scoring_spec()),
             paths.backbone_features(source).as_posix(),
             *own,
             paths.classes_record_path(bench.id_train).as_posix(),
             paths.classes_record_path(bench.id_val).as_posix(),
-            spec(specs.code_digest(code_group(method, method_name(params, method)))),
         ],
         "outs": [paths.scores_path(backbone, method).as_posix()],
     }

@@ -10,7 +10,7 @@ A benchmark project is one of two kinds, told apart by its root:
   digests hold the closures of the package modules those run (:data:`STAGE_MODULES`),
   read in the installed package (:func:`package_root`), not in the project. DVC cannot
   see an installed package, so a small ``package`` stage records its identity (version
-  and a digest of its files, :func:`package_identity`) in ``build/specs/package.json`` at
+  and a digest of its files, :func:`package_identity`) in ``build/package.json`` at
   every ``dvc repro``: an upgrade (or an edit of an editable install) reruns the check
   stage, whose code digests then rerun exactly the stages whose code changed, as an
   edit does in a clone.
@@ -100,7 +100,7 @@ def folder_digest(folder: Path) -> str:
 
 
 def write_package_identity(root: Path = Path()) -> None:
-    """Stage ``package``: ``build/specs/package.json``, rewritten only when it changes."""
+    """Stage ``package``: ``build/package.json``, rewritten only when it changes."""
     identity = package_identity()
     write_spec(root / package_spec(), identity)
     print(f"package: oodbench {identity['version']} ({identity['sha256'][:12]})")

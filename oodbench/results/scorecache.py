@@ -21,7 +21,7 @@ import numpy as np
 
 from oodbench.formats.atomic import atomic_path
 from oodbench.formats.paths import SCORES, classes_record_path, fc_path, features_dir
-from oodbench.formats.specs import code_digest, method_spec
+from oodbench.formats.specs import code_digest, dumps, method_spec
 from oodbench.methods import Detector, code_group
 
 CACHE = SCORES / ".cache"
@@ -37,6 +37,16 @@ def folder_digest(folder: Path) -> str:
     return file_digest(folder / "info.json") + file_digest(folder / "index.parquet")
 
 
+def method_digest(method: str) -> str:
+    """The method's identity: the sha256 of its spec's method part (key, method,
+    hyperparameters), not of the whole file, which also lists the datasets scored: a new
+    OOD set must not change the fit's key. The same bytes as the file held when it held
+    only that part, so entries cached then still match."""
+    spec = json.loads(method_spec(method).read_text(encoding="utf-8"))
+    kept = {k: spec[k] for k in ("hyperparameters", "key", "method")}
+    return hashlib.sha256(dumps(kept).encode()).hexdigest()
+
+
 def fit_key(
     detector: Detector,
     method: str,
@@ -48,7 +58,7 @@ def fit_key(
     """The identity of everything a fitted detector depends on."""
     needs_train = bool(detector.requires & {"train", "labels"})
     parts = {
-        "method": file_digest(method_spec(method)),
+        "method": method_digest(method),
         "code": file_digest(code_digest(code_group(method, detector.name))),
         "fc": file_digest(fc_path(backbone)),
         "train": folder_digest(features_dir(source, spec["id_train"])) if needs_train else None,

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.paths import fc_path, features_dir, scores_path, subspace_path
 from oodbench.formats.scores import save_scores, save_skipped
-from oodbench.formats.specs import method_spec, read_spec, scoring_spec
+from oodbench.formats.specs import method_spec, read_spec
 from oodbench.methods import Detector, create, errors_of
 from oodbench.methods.shared.threads import blas_threads, cpu_threads, limit_blas_threads
 from oodbench.results import scorecache
@@ -65,8 +66,12 @@ class Clock:
 
 def detector_of(method: str) -> Detector:
     """The detector of ``methods.<method>`` as the check stage resolved it."""
-    spec = read_spec(method_spec(method), f"methods.{method}")
-    return create(spec["method"], spec["hyperparameters"], where=f"methods.{method}")
+    return detector_from(read_spec(method_spec(method), f"methods.{method}"))
+
+
+def detector_from(spec: dict[str, Any]) -> Detector:
+    """The detector of a method spec (resolve.py score_spec)."""
+    return create(spec["method"], spec["hyperparameters"], where=f"methods.{spec['key']}")
 
 
 def score_method(backbone: str, method: str, features: str | None = None) -> None:
@@ -76,8 +81,9 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
     another's extraction (``backbones.<bb>.features``); by default `backbone`'s own."""
     limit_blas_threads()
     source = features or backbone
-    detector = detector_of(method)
-    spec = read_spec(scoring_spec(), "benchmark")
+    method_settings = read_spec(method_spec(method), f"methods.{method}")
+    detector = detector_from(method_settings)
+    spec = method_settings["scoring"]  # the datasets (build/specs/scoring.json's copy)
     out = scores_path(backbone, method)
     clock = Clock()
     with clock("load"):
