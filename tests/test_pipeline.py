@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
 import yaml
 
 from oodbench.results.metrics import METRIC_NAMES
-from tests.conftest import rewrite_params, run
+from tests.conftest import rewrite_params, run, stage_command
 from tests.faults_catalogue import catalogue
 
 pytestmark = pytest.mark.slow
@@ -187,3 +188,33 @@ def test_an_edited_demo_list_is_refused_not_undone(demo_copy):
     assert near.read_text() == edited
     near.write_text(original)  # the edit undone: nothing is stale
     assert stale_stages(demo_copy) == set()
+
+
+def test_evaluate_keeps_a_backbone_whose_inputs_and_outputs_are_as_it_left_them(demo_copy):
+    """The evaluate stage leaves a backbone as it is when what it reads and what it wrote
+    are as after its last evaluation (results/evaluated.py), and evaluates it again when
+    either changed: an output edited by hand is written again, a changed score file is
+    evaluated, each to the bytes an evaluation without any record writes."""
+    metrics = demo_copy / "metrics" / "lite0.json"
+    good = metrics.read_bytes()
+    command = stage_command("evaluate", "--backbones", "lite0")
+    kept = "evaluate lite0: inputs and outputs as after its last evaluation, kept"
+    evaluated = "evaluate lite0: 4 methods x 3 OOD sets"
+    assert kept in run(command, demo_copy).stdout
+    metrics.write_bytes(good + b"\n")  # an output changed by hand
+    assert evaluated in run(command, demo_copy).stdout
+    assert metrics.read_bytes() == good
+    assert kept in run(command, demo_copy).stdout
+    scores = demo_copy / "scores" / "lite0"
+    shutil.copy2(scores / "msp.parquet", scores / "energy.parquet")  # an input changed
+    assert evaluated in run(command, demo_copy).stdout
+    report = json.loads(metrics.read_text())
+    assert (
+        report["methods"]["energy"]
+        == report["methods"]["msp"]
+        != (json.loads(good)["methods"]["energy"])
+    )
+    incremental = metrics.read_bytes()
+    shutil.rmtree(demo_copy / "build" / "evaluated")
+    assert evaluated in run(command, demo_copy).stdout
+    assert metrics.read_bytes() == incremental

@@ -69,6 +69,16 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; "absent" when there is none (part of an identity)."""
+    return sha256_file(path) if path.is_file() else "absent"
+
+
+def folder_digest(folder: Path) -> str:
+    """A feature folder's identity: its info.json (every shard's sha256) and row index."""
+    return file_digest(folder / "info.json") + file_digest(folder / "index.parquet")
+
+
 def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 

@@ -52,7 +52,7 @@ from oodbench.formats.paths import (
 from oodbench.formats.scores import load_scores, skipped_reason
 from oodbench.formats.specs import evaluate_spec, read_spec
 from oodbench.heads.labels import accuracy, check_labels
-from oodbench.results import fsood
+from oodbench.results import evaluated, fsood
 from oodbench.results.leaderboard import write_leaderboard
 from oodbench.results.metrics import METRIC_NAMES, all_metrics
 from oodbench.results.plots import write_plots
@@ -171,10 +171,18 @@ def evaluate_benchmark(backbones: list[str]) -> None:
     One stage for all backbones, not one each: an experiment on one method reruns the
     score stage of each backbone that runs it and then this stage once, where a stage
     per backbone and a leaderboard after them cost DVC its per-stage bookkeeping (an
-    index rebuild and a lock-file rewrite, about 0.5 s) for each (README, iteration)."""
+    index rebuild and a lock-file rewrite, about 0.5 s) for each (README, iteration). A
+    backbone whose inputs and outputs are as after its last evaluation is left as it is
+    (results/evaluated.py), so one backbone's change re-evaluates that backbone only."""
     limit_blas_threads()  # the ID accuracy's logits: the same bits for any thread count
     for backbone in backbones:
+        spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
+        inputs = evaluated.inputs_digest(backbone, spec)
+        if evaluated.unchanged(backbone, inputs):
+            print(f"evaluate {backbone}: inputs and outputs as after its last evaluation, kept")
+            continue
         evaluate_backbone(backbone)
+        evaluated.record(backbone, inputs)
     write_leaderboard(backbones)
 
 

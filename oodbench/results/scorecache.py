@@ -20,21 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from oodbench.formats.atomic import atomic_path
+from oodbench.formats.features import file_digest, folder_digest
 from oodbench.formats.paths import SCORES, classes_record_path, fc_path, features_dir
 from oodbench.formats.specs import code_digest, dumps, method_spec
 from oodbench.methods import Detector, code_group
 
 CACHE = SCORES / ".cache"
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes; "absent" when there is none (part of the identity)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
-
-
-def folder_digest(folder: Path) -> str:
-    """A feature folder's identity: its info.json (every shard's sha256) and row index."""
-    return file_digest(folder / "info.json") + file_digest(folder / "index.parquet")
 
 
 def method_digest(method: str) -> str:
