@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthetic_workspace import ROOT, synthetic, write_method, write_workspace
+from synthetic_workspace import ROOT, synthetic, write_method, write_method_spec, write_workspace
 
 from oodbench.formats import features as store
-from oodbench.formats.specs import method_spec, write_spec
 
 COSINE = """\
 from dataclasses import dataclass
@@ -78,9 +77,7 @@ def main() -> None:
         (root / "mymethods").mkdir()
         (root / "mymethods" / "cosine.py").write_text(COSINE)
         reference = "mymethods/cosine.py:CosineToMeans"
-        write_spec(
-            root / method_spec("cos"), {"key": "cos", "method": reference, "hyperparameters": {}}
-        )
+        write_method_spec(root, "cos", reference, {})
         rows = len(bench.train) + sum(len(fs) for fs in bench.scored().values())
         print(f"score stage, {rows} rows (scale {args.scale}), best of {args.repeats} (s)\n")
         print("| method | " + " | ".join(ENTRIES) + " | ratio |")

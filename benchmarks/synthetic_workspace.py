@@ -13,6 +13,7 @@ returns its wall seconds and peak RSS.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,8 +117,16 @@ def write_workspace(root: Path, bench: Bench) -> None:
 
 def write_method(root: Path, key: str, name: str, params: dict) -> None:
     detector = create(name, params, where=f"methods.{key}")
-    spec = {"key": key, "method": name, "hyperparameters": detector.hyperparameters()}
-    write_spec(root / method_spec(key), spec)
+    write_method_spec(root, key, name, detector.hyperparameters())
+
+
+def write_method_spec(root: Path, key: str, name: str, hyperparameters: dict) -> None:
+    """The method's spec as the check stage writes it (oodbench/pipeline/resolve.py
+    score_spec): with the datasets of the workspace's scoring spec; the code digest's
+    sha256 the stage does not read."""
+    scoring = json.loads((root / scoring_spec()).read_text())
+    spec = {"key": key, "method": name, "hyperparameters": hyperparameters}
+    write_spec(root / method_spec(key), spec | {"scoring": scoring, "code": ""})
 
 
 @dataclass

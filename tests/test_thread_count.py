@@ -116,15 +116,13 @@ def write_workspace(root: Path) -> list[str]:
         store.write_feature_dir(
             root / features_dir("bb", name), info, np.maximum(x, 0), labels, shard_rows=4096
         )
-    write_spec(
-        root / scoring_spec(),
-        {"id_train": "train", "id_val": "val", "ood": ["near", "far"], "one_class": None},
-    )
+    scoring = {"id_train": "train", "id_val": "val", "ood": ["near", "far"], "one_class": None}
+    write_spec(root / scoring_spec(), scoring)
     keys = {name: (name, {}) for name in registry()} | VARIANTS
     for key, (name, params) in keys.items():
         detector = create(name, params, where=f"methods.{key}")
         spec = {"key": key, "method": name, "hyperparameters": detector.hyperparameters()}
-        write_spec(root / method_spec(key), spec)
+        write_spec(root / method_spec(key), spec | {"scoring": scoring, "code": ""})
     (root / "groups.yaml").write_text(yaml.safe_dump(GROUPS))
     probe = ProbeConfig(epochs=2, batch_size=256).as_dict()
     for backbone, kind, groups in (
