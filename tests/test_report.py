@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,14 @@ from oodbench.cli.app import app
 from oodbench.core.errors import DataError
 from oodbench.results import report
 from oodbench.results.figure import metric_matrix, write_png
-from oodbench.results.plots import ROC_GRID, histogram, histogram_scale, roc_points, write_csv
+from oodbench.results.plots import (
+    ROC_GRID,
+    histogram,
+    histogram_scale,
+    roc_points,
+    write_csv,
+    write_plots,
+)
 from tests.conftest import run
 from tests.faults_catalogue import catalogue
 
@@ -339,6 +347,27 @@ def test_plot_files_are_what_pandas_to_csv_writes(tmp_path):
         write_csv(tmp_path / f"{i}.csv", columns)
         want = pd.DataFrame(columns).to_csv(index=False, float_format="%.6g")
         assert (tmp_path / f"{i}.csv").read_text() == want
+
+
+def test_rewritten_plots_keep_the_files_whose_bytes_did_not_change(tmp_path):
+    """write_plots swaps in a new folder but hard-links every file whose bytes are the
+    same (DVC knows a file by inode and mtime: it need not hash it again); a changed
+    method's files are new, and every file holds what a write from scratch writes."""
+    rng = np.random.default_rng(5)
+    scores = {m: {"val": rng.normal(1, 1, 60), "near": rng.normal(0, 1, 50)} for m in "ab"}
+    out = tmp_path / "plots" / "bb"
+    write_plots(out, scores, "val", ["near"])
+    before = {p.relative_to(out): p.stat().st_ino for p in out.rglob("*.csv")}
+    assert len(before) == 4
+    scores["b"] = {"val": rng.normal(2, 1, 60), "near": rng.normal(0, 1, 50)}
+    write_plots(out, scores, "val", ["near"])
+    after = {p.relative_to(out): p.stat().st_ino for p in out.rglob("*.csv")}
+    kept = {p for p in after if after[p] == before[p]}
+    assert kept == {Path("roc/a/near.csv"), Path("hist/a/near.csv")}
+    fresh = tmp_path / "fresh"
+    write_plots(fresh, scores, "val", ["near"])
+    for path in after:
+        assert (out / path).read_bytes() == (fresh / path).read_bytes(), path
 
 
 def test_rank_transform_is_the_pooled_fraction_below():

@@ -98,6 +98,14 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
 
 
+def write_text_if_changed(dest: str | os.PathLike[str], text: str) -> None:
+    """Write `text` unless `dest` holds exactly it already: the file then keeps its inode
+    and mtime, by which DVC knows a file it has hashed (no hashing it again)."""
+    path = Path(dest)
+    if not (path.is_file() and path.read_bytes() == text.encode("utf-8")):
+        write_text(path, text)
+
+
 def _raise_if_full(err: BaseException, dest: Path) -> None:
     """Turn a disk-full OSError into a DataError naming the output (the old one is intact)."""
     if isinstance(err, OSError) and err.errno in _FULL:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from oodbench.core.errors import DataError
-from oodbench.formats.atomic import write_text
+from oodbench.formats.atomic import write_text_if_changed
 
 SPECS = Path("build/specs")
 
@@ -87,9 +87,7 @@ def dumps(spec: dict[str, Any]) -> str:
 
 def write_spec(path: Path, spec: dict[str, Any]) -> None:
     """Write `spec` unless the file already holds exactly it (keeps its mtime)."""
-    text = dumps(spec)
-    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        write_text(path, text)
+    write_text_if_changed(path, dumps(spec))
 
 
 def read_spec(path: Path, key: str) -> dict[str, Any]:

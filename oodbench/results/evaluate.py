@@ -34,7 +34,7 @@ import numpy as np
 from oodbench.core.errors import DataError
 from oodbench.core.threads import limit_blas_threads
 from oodbench.data.oneclass import split_id_val
-from oodbench.formats.atomic import write_text
+from oodbench.formats.atomic import write_text_if_changed
 from oodbench.formats.class_names import classes_sidecar, load_list_classes
 from oodbench.formats.classifier import load_fc
 from oodbench.formats.features import load_features
@@ -103,7 +103,7 @@ def write_summaries(backbone: str, methods: list[str], report: dict[str, Any]) -
     for method in methods:
         block = report["methods"].get(method)
         summary = method_summary(block) if block is not None else {}
-        write_text(summary_path(backbone, method), json.dumps(summary, indent=2) + "\n")
+        write_text_if_changed(summary_path(backbone, method), json.dumps(summary, indent=2) + "\n")
     for stale in summary_dir(backbone).glob("*.json"):
         if stale.stem not in methods:
             stale.unlink()
@@ -226,7 +226,7 @@ def evaluate_backbone(backbone: str) -> None:
             entry["n_skipped"] = skipped
     # strings, kept apart from the scalar metric leaves that `dvc metrics` compares
     report["skipped"] = {m: reason for m, reason in reasons.items() if reason is not None}
-    write_text(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
+    write_text_if_changed(metrics_path(backbone), json.dumps(report, indent=2) + "\n")
     write_summaries(backbone, list(spec["methods"]), report)
     write_plots(plots_dir(backbone), all_scores, id_val, ood)
     print(

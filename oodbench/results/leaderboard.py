@@ -8,7 +8,7 @@ anything, and a change to them shows in the diff of one file.
 
 from __future__ import annotations
 
-from oodbench.formats.atomic import write_text
+from oodbench.formats.atomic import write_text_if_changed
 from oodbench.formats.paths import LEADERBOARD, METRICS
 from oodbench.results.report import counts_note, load_all, render
 
@@ -38,4 +38,4 @@ def leaderboard_text(backbones: list[str]) -> str:
 
 
 def write_leaderboard(backbones: list[str]) -> None:
-    write_text(LEADERBOARD, leaderboard_text(backbones))
+    write_text_if_changed(LEADERBOARD, leaderboard_text(backbones))

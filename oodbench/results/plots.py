@@ -23,6 +23,8 @@ no transform: they depend on the order of the scores only.
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,10 +146,31 @@ def write_csv(path: Path, columns: Columns) -> None:
     """The columns as CSV: a header row, floats as ``FLOAT_FORMAT``, NaN as an empty
     field (the file pandas' ``to_csv(index=False, float_format=...)`` writes, without
     importing pandas at every evaluate start)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(zip(*(column_text(c) for c in columns.values()), strict=True))
+    path.write_bytes(csv_bytes(columns))
+
+
+def csv_bytes(columns: Columns) -> bytes:
+    """The bytes ``write_csv`` writes."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*(column_text(c) for c in columns.values()), strict=True))
+    return text.getvalue().encode("utf-8")
+
+
+def kept_file(previous: Path, path: Path, data: bytes) -> bool:
+    """Hard-link `previous` to `path` when it holds exactly `data`: the new folder then
+    keeps the file (its inode and mtime), so DVC, which knows it by those, need not hash
+    it again, nor store it in its cache. An experiment on one method changes 12 of a
+    backbone's 150 plot files. Not a link (a cache linked by symlink) or no hard links
+    on this disk: False, and the caller writes the file."""
+    if previous.is_symlink() or not previous.is_file() or previous.read_bytes() != data:
+        return False
+    try:
+        os.link(previous, path)
+    except OSError:
+        return False
+    return True
 
 
 def column_text(values: np.ndarray | list[str]) -> list[str]:
@@ -163,7 +186,8 @@ def column_text(values: np.ndarray | list[str]) -> list[str]:
 def write_plots(
     out: Path, all_scores: dict[str, dict[str, np.ndarray]], id_val: str, ood: list[str]
 ) -> None:
-    """Write ``roc/<method>/<ds>.csv`` and ``hist/<method>/<ds>.csv`` atomically."""
+    """Write ``roc/<method>/<ds>.csv`` and ``hist/<method>/<ds>.csv`` atomically (a new
+    folder swapped in for the old one), keeping the files whose bytes are unchanged."""
     with atomic_dir(out) as tmp:
         for method, scores in all_scores.items():
             for name in ood:
@@ -171,6 +195,8 @@ def write_plots(
                     ("roc", roc_points(scores[id_val], scores[name])),
                     ("hist", histogram(scores[id_val], scores[name])),
                 ):
-                    path = tmp / kind / method / f"{name}.csv"
+                    relative = Path(kind, method, f"{name}.csv")
+                    path, data = tmp / relative, csv_bytes(columns)
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    write_csv(path, columns)
+                    if not kept_file(out / relative, path, data):
+                        path.write_bytes(data)
