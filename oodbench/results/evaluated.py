@@ -9,8 +9,8 @@ only, as a stage per backbone did, which at ImageNet scale is seconds per backbo
 Its inputs are what its part of the stage reads (dvcyaml.py ``evaluate_deps``): its
 spec, the evaluate code digest, its score files, classifier, manifests and class names,
 and the ID val (and csid) features, which count by their ``info.json`` (every shard's
-sha256) and row index as in the score cache (results/scorecache.py), so the check reads
-kilobytes, not the features. Its outputs are its metrics, summaries and plots. The pair
+sha256) and row index as in the score cache (results/scorecache.py), so comparing them
+reads kilobytes, not the features. Its outputs are its metrics, summaries and plots. The pair
 of digests is recorded in ``build/evaluated/<bb>.json`` after each evaluation; without
 the record (a fresh clone, ``rm -rf build``) the backbone is evaluated again.
 """
