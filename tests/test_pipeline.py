@@ -218,3 +218,16 @@ def test_evaluate_keeps_a_backbone_whose_inputs_and_outputs_are_as_it_left_them(
     shutil.rmtree(demo_copy / "build" / "evaluated")
     assert evaluated in run(command, demo_copy).stdout
     assert metrics.read_bytes() == incremental
+
+
+def test_the_check_stage_output_folder_holds_only_what_it_resolves(demo_copy):
+    """The check stage's output is the folder build/specs: a spec of something the
+    benchmark no longer has (here a method taken out) is removed, so the folder's hash
+    says what is resolved now, and `dvc status` is clean after the rerun."""
+    stale = demo_copy / "build" / "specs" / "methods" / "gone.json"
+    stale.write_text('{"key": "gone"}\n')
+    assert "check" in stale_stages(demo_copy)  # the folder's hash changed
+    run(stage_command("check"), demo_copy)
+    assert not stale.exists()
+    assert (demo_copy / "build" / "specs" / "methods" / "energy.json").is_file()
+    assert stale_stages(demo_copy) == set()
