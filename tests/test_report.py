@@ -19,10 +19,10 @@ from oodbench.results import report
 from oodbench.results.figure import metric_matrix, write_png
 from oodbench.results.plots import (
     ROC_GRID,
+    csv_bytes,
     histogram,
     histogram_scale,
     roc_points,
-    write_csv,
     write_plots,
 )
 from tests.conftest import run
@@ -344,7 +344,7 @@ def test_plot_files_are_what_pandas_to_csv_writes(tmp_path):
         {"a": np.array([np.nan, np.inf, -np.inf, -0.0, 1e-300, 123456789.0]), "b": list("uvwxyz")},
     ]
     for i, columns in enumerate(cases):
-        write_csv(tmp_path / f"{i}.csv", columns)
+        (tmp_path / f"{i}.csv").write_bytes(csv_bytes(columns))
         want = pd.DataFrame(columns).to_csv(index=False, float_format="%.6g")
         assert (tmp_path / f"{i}.csv").read_text() == want
 

@@ -181,15 +181,15 @@ def evaluate_benchmark(backbones: list[str]) -> None:
         if evaluated.unchanged(backbone, inputs):
             print(f"evaluate {backbone}: inputs and outputs as after its last evaluation, kept")
             continue
-        evaluate_backbone(backbone)
+        evaluate_backbone(backbone, spec)
         evaluated.record(backbone, inputs)
     write_leaderboard(backbones)
 
 
-def evaluate_backbone(backbone: str) -> None:
+def evaluate_backbone(backbone: str, spec: dict[str, Any]) -> None:
     """``metrics/<bb>.json``, ``metrics/<bb>/`` and ``plots/<bb>/`` from the scores, the
-    ID accuracy from the ID val features of the backbone the spec names (``features:``)."""
-    spec = read_spec(evaluate_spec(backbone), f"backbones.{backbone}")
+    ID accuracy from the ID val features of the backbone its evaluate spec (`spec`) names
+    (``features:``)."""
     source = spec["features"]
     id_val, ood, groups = spec["id_val"], list(spec["ood"]), dict(spec["groups"])
     csid = [name for name in ood if groups.get(name) == "csid"]

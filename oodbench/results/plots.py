@@ -142,15 +142,10 @@ def histogram(id_scores: np.ndarray, ood_scores: np.ndarray) -> Columns:
     }
 
 
-def write_csv(path: Path, columns: Columns) -> None:
+def csv_bytes(columns: Columns) -> bytes:
     """The columns as CSV: a header row, floats as ``FLOAT_FORMAT``, NaN as an empty
     field (the file pandas' ``to_csv(index=False, float_format=...)`` writes, without
     importing pandas at every evaluate start)."""
-    path.write_bytes(csv_bytes(columns))
-
-
-def csv_bytes(columns: Columns) -> bytes:
-    """The bytes ``write_csv`` writes."""
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(columns)

@@ -22,35 +22,35 @@ import numpy as np
 from oodbench.formats.atomic import atomic_path
 from oodbench.formats.features import file_digest, folder_digest
 from oodbench.formats.paths import SCORES, classes_record_path, fc_path, features_dir
-from oodbench.formats.specs import code_digest, dumps, method_spec
+from oodbench.formats.specs import code_digest, dumps
 from oodbench.methods import Detector, code_group
 
 CACHE = SCORES / ".cache"
 
 
-def method_digest(method: str) -> str:
+def method_digest(settings: dict) -> str:
     """The method's identity: the sha256 of its spec's method part (key, method,
-    hyperparameters), not of the whole file, which also lists the datasets scored: a new
-    OOD set must not change the fit's key. The same bytes as the file held when it held
-    only that part, so entries cached then still match."""
-    spec = json.loads(method_spec(method).read_text(encoding="utf-8"))
-    kept = {k: spec[k] for k in ("hyperparameters", "key", "method")}
+    hyperparameters), not of the whole spec, which also lists the datasets scored: a new
+    OOD set must not change the fit's key. The same bytes as the spec file held when it
+    held only that part, so entries cached then still match."""
+    kept = {k: settings[k] for k in ("hyperparameters", "key", "method")}
     return hashlib.sha256(dumps(kept).encode()).hexdigest()
 
 
 def fit_key(
     detector: Detector,
-    method: str,
+    settings: dict,
     backbone: str,
     source: str,
-    spec: dict,
     precomputed: Path | None = None,
 ) -> str:
-    """The identity of everything a fitted detector depends on."""
+    """The identity of everything a fitted detector depends on; `settings`: the method's
+    spec (oodbench/pipeline/resolve.py score_spec), with the datasets it scores."""
     needs_train = bool(detector.requires & {"train", "labels"})
+    spec = settings["scoring"]
     parts = {
-        "method": method_digest(method),
-        "code": file_digest(code_digest(code_group(method, detector.name))),
+        "method": method_digest(settings),
+        "code": file_digest(code_digest(code_group(settings["key"], detector.name))),
         "fc": file_digest(fc_path(backbone)),
         "train": folder_digest(features_dir(source, spec["id_train"])) if needs_train else None,
         "train_classes": file_digest(classes_record_path(spec["id_train"])),

@@ -64,11 +64,6 @@ class Clock:
         return ", ".join(f"{phase} {s:.2f}s" for phase, s in self.seconds.items())
 
 
-def detector_of(method: str) -> Detector:
-    """The detector of ``methods.<method>`` as the check stage resolved it."""
-    return detector_from(read_spec(method_spec(method), f"methods.{method}"))
-
-
 def detector_from(spec: dict[str, Any]) -> Detector:
     """The detector of a method spec (resolve.py score_spec)."""
     return create(spec["method"], spec["hyperparameters"], where=f"methods.{spec['key']}")
@@ -96,7 +91,7 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
     names = [spec["id_val"], *spec["ood"]]
     with clock("load"):
         precomputed = subspace_path(backbone) if detector.precomputed else None
-        fit = scorecache.fit_key(detector, method, backbone, source, spec, precomputed)
+        fit = scorecache.fit_key(detector, method_settings, backbone, source, precomputed)
         entries = {n: scorecache.entry(backbone, method, n, source, fit) for n in names}
         found = {n: scorecache.load(path) for n, path in entries.items()}
     missing = [n for n in names if found[n] is None]
