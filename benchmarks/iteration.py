@@ -8,9 +8,10 @@ variants taking turns within each round so that a busy machine slows them alike
 (medians are printed):
 
 - ``dvc exp run -S methods.energy.temperature=T`` end to end, a new T each time: it
-  reruns the check stage, energy's score stage on each backbone that runs energy, and
-  the evaluate stage (every backbone's metrics and the leaderboard; revisions before
-  it had an evaluate stage per backbone and a leaderboard stage); and a ``dvc exp run``
+  reruns energy's score stage on each backbone that runs energy and the evaluate stage
+  (every backbone's metrics and the leaderboard; revisions before it had an evaluate
+  stage per backbone and a leaderboard stage), and, before each score stage declared
+  its method's params block, the check stage (the table counts them); and a ``dvc exp run``
   that changes nothing (DVC's own cost of an experiment, whatever the stages do);
 - those stages' own commands, run as DVC runs them (``python stages/<kind>.py ...``);
 - DVC's overhead per stage: ``dvc repro -f -s`` of one and of K score stages, wall time

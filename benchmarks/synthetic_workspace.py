@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from oodbench.formats import features as store
 from oodbench.formats.classifier import Linear, save_fc
@@ -116,17 +117,24 @@ def write_workspace(root: Path, bench: Bench) -> None:
 
 
 def write_method(root: Path, key: str, name: str, params: dict) -> None:
-    detector = create(name, params, where=f"methods.{key}")
-    write_method_spec(root, key, name, detector.hyperparameters())
+    create(name, params, where=f"methods.{key}")  # a bad block stops here, not in the stage
+    write_method_spec(root, key, name, params)
 
 
 def write_method_spec(root: Path, key: str, name: str, hyperparameters: dict) -> None:
     """The method's spec as the check stage writes it (oodbench/pipeline/resolve.py
-    score_spec): with the datasets of the workspace's scoring spec; the code digest's
-    sha256 the stage does not read."""
+    score_spec: with the datasets of the workspace's scoring spec; the code digest's
+    sha256 the stage does not read) and its params.yaml block, whose hyperparameters the
+    score stage reads."""
     scoring = json.loads((root / scoring_spec()).read_text())
-    spec = {"key": key, "method": name, "hyperparameters": hyperparameters}
-    write_spec(root / method_spec(key), spec | {"scoring": scoring, "code": ""})
+    spec = {"key": key, "method": name, "scoring": scoring, "code": ""}
+    write_spec(root / method_spec(key), spec)
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    params.setdefault("methods", {})[key] = (
+        {"method": name} if name != key else {}
+    ) | hyperparameters
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @dataclass

@@ -50,6 +50,25 @@ def rewrite_params(ws: Path, change) -> str:
     return original
 
 
+def write_method_spec(
+    root: Path, key: str, method: str, hyperparameters: dict | None = None
+) -> None:
+    """Method key `key` as a score stage finds it after the check stage: its spec
+    (resolve.py score_spec: the method, the datasets of the workspace's scoring spec, and
+    the code digest's sha256, which the stage does not read) and its params.yaml block,
+    whose hyperparameters the stage reads."""
+    from oodbench.formats.specs import method_spec, read_spec, scoring_spec, write_spec
+
+    scoring = read_spec(root / scoring_spec(), "benchmark")
+    spec = {"key": key, "method": method, "scoring": scoring, "code": ""}
+    write_spec(root / method_spec(key), spec)
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    block = {**({"method": method} if method != key else {}), **(hyperparameters or {})}
+    params.setdefault("methods", {})[key] = block
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def stage_command(kind: str, *args: str) -> list[str]:
     """The command line dvc.yaml runs for a stage: ``python stages/<kind>.py ARGS``."""
     return [sys.executable, str(ROOT / "stages" / f"{kind}.py"), *args]

@@ -138,21 +138,50 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
     assert not [s for s in stages() if s.startswith("pipelines/lite0_mos/dvc.yaml:extract")]
 
 
-def test_only_the_check_and_demo_stages_read_params():
-    """Every other stage reads its resolved spec (build/specs/...), which the check stage
-    writes from the whole params.yaml, so a key added or removed is a change too."""
+def test_stages_declare_only_the_params_they_read():
+    """The check stage declares the sections it resolves and the ``method:`` of the blocks
+    that name one, the demo stage its own section, a score stage its method's block (whose
+    hyperparameters it reads); every other stage reads its resolved spec (build/specs/...)."""
     s = stages()
-    assert s["check"]["params"] == [{"params.yaml": None}]
+    params = read_params_file(ROOT / "params.yaml")
+    named = sorted(k for k, block in params["methods"].items() if "method" in (block or {}))
+    assert named == ["knn_openood", "mahalanobis_pp", "react_val"]
+    assert s["check"]["params"] == [
+        "benchmark", "datasets", "backbones", "extract", "probe",
+        *(f"methods.{k}.method" for k in ["react_val", "mahalanobis_pp", "knn_openood"]),
+    ]  # fmt: skip
     assert s["demo"]["params"] == ["demo"]
     for name, stage in s.items():
-        if name not in ("check", "demo"):
+        if ":score-" in name:
+            method = name.split(":score-")[1]
+            assert stage["params"] == [f"methods.{method}"], name
+            assert stage["outs"] == [
+                {f"scores/{name.split('/')[1]}/{method}.parquet": {"persist": True}}
+            ]
+        elif name not in ("check", "demo"):
             assert "params" not in stage, name
+        if name not in ("check", "demo"):
             assert any(d.startswith("build/specs/") for d in stage["deps"]), name
-    # its output is the folder; each stage depends on the files in it it reads, every one
-    # a spec the check stage writes
+
+
+def test_a_check_stage_without_all_its_sections_declares_the_whole_file():
+    """DVC refuses a declared key that is missing, so a section params.yaml lacks cannot be
+    declared; the check stage then declares the whole file, so adding it is still seen."""
+    from oodbench.pipeline.benchmark import Benchmark
+
+    params = read_params_file(ROOT / "params.yaml")
+    assert dvcyaml.check_params(params, Benchmark.of(params))[0] == "benchmark"
+    del params["probe"]
+    assert dvcyaml.check_params(params, Benchmark.of(params)) == [{"params.yaml": None}]
+
+
+def test_the_check_stage_writes_every_spec_a_stage_reads():
+    """Its output is the folder; each stage depends on the files in it it reads, every one
+    a spec the check stage writes."""
     from oodbench.pipeline.benchmark import Benchmark
     from oodbench.pipeline.resolve import resolve
 
+    s = stages()
     assert [next(iter(o)) for o in s["check"]["outs"]] == ["build/specs"]
     needed = {d for st in s.values() for d in st["deps"] if d.startswith("build/specs/")}
     params = read_params_file(ROOT / "params.yaml")

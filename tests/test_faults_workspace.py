@@ -53,7 +53,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> N
 @catalogue(
     "params",
     "a hyperparameter has the wrong type, `benchmark.ood` is empty, or `benchmark.id_train` is missing",
-    "the check stage (before any other) stops with one `error:` line naming the key, exit 2, no file touched",
+    "the check stage (before any other) stops with one `error:` line naming the key, exit 2, no file touched (under `dvc repro` a changed hyperparameter alone reruns its score stage, not the check stage: see the next rows)",
 )
 @pytest.mark.parametrize(
     ("change", "needles"),

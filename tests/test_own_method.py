@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from oodbench.cli.app import app
 from oodbench.core.errors import DataError, OodbenchError, ParamsError
 from oodbench.formats.features import FeatureSet
-from oodbench.formats.specs import dumps, method_spec, read_spec, scoring_spec, write_spec
+from oodbench.formats.specs import dumps
 from oodbench.methods import FitData, from_params, registry
 from oodbench.methods.contract import RULES, check_method, synthetic
 from oodbench.pipeline import dvcyaml, layout
@@ -37,7 +37,7 @@ from oodbench.pipeline.resolve import resolve
 from oodbench.pipeline.scaffold import new_method
 from oodbench.results import tune as T
 from oodbench.results.scoring import score_set
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_method_spec
 from tests.faults_catalogue import catalogue
 from tests.own_method import BLOCK, REFERENCE, cosine_scores, forget, write_method
 from tests.test_scoring_stage import BB, run_python, workspace  # noqa: F401 (a fixture)
@@ -405,13 +405,6 @@ def test_wrong_shape_and_nan_scores_name_method_dataset_and_rows(project: Path) 
             score_set(detector, rows, fc, block_rows=50)
 
 
-def hand_spec(key: str, method: str) -> dict:
-    """A method spec as the check stage writes it (resolve.py score_spec), with the
-    workspace's datasets; the code digest is not read by the score stage."""
-    scoring = read_spec(scoring_spec(), "benchmark")
-    return {"key": key, "method": method, "hyperparameters": {}, "scoring": scoring, "code": ""}
-
-
 @catalogue(
     "params",
     "a user's own method raises inside `fit` or `score` during `dvc repro`",
@@ -420,7 +413,7 @@ def hand_spec(key: str, method: str) -> dict:
 )
 def test_an_exception_inside_the_users_method_names_its_file_and_line(workspace: Path) -> None:  # noqa: F811
     (workspace / "broken.py").write_text(BROKEN)
-    write_spec(method_spec("boom"), hand_spec("boom", "broken.py:RaisesInScore"))
+    write_method_spec(workspace, "boom", "broken.py:RaisesInScore")
     command = [sys.executable, "-m", "oodbench.cli.stage", "score", "--backbone", BB]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
@@ -464,7 +457,7 @@ def test_the_stage_module_says_its_kinds_and_options() -> None:
 def test_the_installed_packages_score_stage_starts_light(workspace: Path) -> None:  # noqa: F811
     """`python -m oodbench.cli.stage score` (a project made by `oodbench init`) imports no
     torch, typer, rich, matplotlib or pandas, as `python stages/score.py` does not."""
-    write_spec(method_spec("energy"), hand_spec("energy", "energy"))
+    write_method_spec(workspace, "energy", "energy")
     code = f"""
 import runpy, sys
 sys.argv = ["stage", "score", "--backbone", "{BB}", "--method", "energy"]
@@ -546,7 +539,6 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     assert specs[Path("build/specs/methods/cos.json")] == {
         "key": "cos",
         "method": REFERENCE,
-        "hyperparameters": {"scale": 1.0},
         "scoring": specs[Path("build/specs/scoring.json")],
         "code": hashlib.sha256(dumps(cos).encode()).hexdigest(),
     }

@@ -42,14 +42,79 @@ def test_second_repro_reruns_nothing(demo_workspace):
     assert stale_stages(demo_workspace) == set()
 
 
+def lite0_scores(ws, method: str, dataset: str = "textures") -> np.ndarray:
+    import pandas as pd
+
+    table = pd.read_parquet(ws / "scores" / "lite0" / f"{method}.parquet")
+    return table[table["dataset"] == dataset]["score"].to_numpy()
+
+
 def test_method_param_change_reruns_only_its_score_and_evaluate(demo_copy):
+    """A score stage declares its method's block (``methods.energy``) and reads the
+    hyperparameters itself; the check stage declares the sections it resolves, not the
+    hyperparameters: so the experiment reruns energy's score stage and evaluate only."""
+    from scipy.special import logsumexp
+
+    from oodbench.formats.classifier import load_fc
+    from oodbench.formats.features import load_features
+
     rewrite_params(demo_copy, lambda p: p["methods"]["energy"].update(temperature=2.0))
-    # only the check stage reads params.yaml; it rewrites the one spec that changed
-    # (build/specs/methods/energy.json), so the energy stages rerun and nothing else
-    assert stale_stages(demo_copy) == {"check"}
+    assert stale_stages(demo_copy) == {"pipelines/lite0/dvc.yaml:score-energy"}
     out = run(["dvc", "repro"], demo_copy).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"check", "pipelines/lite0/dvc.yaml:score-energy", "evaluate"}
+    assert ran == {"pipelines/lite0/dvc.yaml:score-energy", "evaluate"}
+    features = load_features(demo_copy / "features" / "lite0" / "textures")
+    fc = load_fc(demo_copy / "features" / "lite0" / "fc.safetensors")
+    logits = features.features @ fc.weight.T + fc.bias
+    expected = 2.0 * logsumexp(logits / 2.0, axis=1)  # the new temperature was used
+    np.testing.assert_allclose(lite0_scores(demo_copy, "energy"), expected, rtol=1e-5)
+    assert stale_stages(demo_copy) == set()
+
+
+@catalogue(
+    "params",
+    "a method's hyperparameter is bad under `dvc repro` or `dvc exp run -S methods.energy.temperature=hot`",
+    "the method's score stage, the one stage that declares `methods.energy` (the check stage does not: an experiment on one method does not rerun it), stops before reading any data with one `error:` line naming the key; its last scores stay (they persist) and nothing after it runs",
+)
+def test_a_bad_hyperparameter_stops_its_score_stage_and_keeps_its_scores(demo_copy):
+    before = (demo_copy / "scores/lite0/energy.parquet").read_bytes()
+    metrics = (demo_copy / "metrics/lite0.json").read_bytes()
+    rewrite_params(demo_copy, lambda p: p["methods"]["energy"].update(temperature="hot"))
+    result = run(["dvc", "repro"], demo_copy, check=False)
+    assert result.returncode != 0
+    assert re.findall(r"Running stage '([^']+)'", result.stdout) == [
+        "pipelines/lite0/dvc.yaml:score-energy"
+    ]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "methods.energy.temperature" in errors[0], result.stderr
+    assert "'hot'" in errors[0]
+    assert (demo_copy / "scores/lite0/energy.parquet").read_bytes() == before
+    assert (demo_copy / "metrics/lite0.json").read_bytes() == metrics
+    # the check stage refuses it too, when it runs (a new benchmark, or a code change)
+    check = run(stage_command("check"), demo_copy, check=False)
+    assert check.returncode == 2 and "methods.energy.temperature" in check.stderr
+
+
+def test_a_method_named_after_the_check_stage_ran_is_refused_until_the_pipeline_follows(
+    demo_copy,
+):
+    """Which method a key runs decides its code digest, which the check stage resolves:
+    a ``method:`` added to a block is refused by its score stage (the one stage that
+    reran) until `oodbench pipeline` declares the key to the check stage."""
+    rewrite_params(demo_copy, lambda p: p["methods"].update(energy={"method": "maxlogit"}))
+    result = run(["dvc", "repro"], demo_copy, check=False)
+    assert result.returncode != 0
+    assert "methods.energy.method: 'maxlogit', but the check stage resolved 'energy'" in (
+        result.stderr
+    )
+    assert "run `oodbench pipeline`" in result.stderr
+    run(["oodbench", "pipeline"], demo_copy)
+    assert "check" in stale_stages(demo_copy)
+    out = run(["dvc", "repro"], demo_copy).stdout
+    assert "Running stage 'check'" in out
+    np.testing.assert_array_equal(
+        lite0_scores(demo_copy, "energy"), lite0_scores(demo_copy, "maxlogit")
+    )
 
 
 def test_a_score_stage_depends_on_the_feature_folder_but_not_on_temp_litter(demo_copy):

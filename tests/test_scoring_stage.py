@@ -28,12 +28,12 @@ from oodbench.formats.classifier import Linear, load_fc, save_fc
 from oodbench.formats.features import FeatureSet
 from oodbench.formats.paths import fc_path, features_dir
 from oodbench.formats.scores import load_scores
-from oodbench.formats.specs import method_spec, read_spec, scoring_spec, write_spec
+from oodbench.formats.specs import scoring_spec, write_spec
 from oodbench.methods import FitData, create
 from oodbench.methods.shared import threads
 from oodbench.results import fitdata
 from oodbench.results.scoring import score_method
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_method_spec
 
 C, D = 12, 40
 BB = "bb"
@@ -74,12 +74,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def set_method(key: str, name: str, hyperparameters: dict | None = None) -> None:
-    """The method's spec as the check stage writes it (resolve.py score_spec), with the
-    workspace's datasets; the code digest's sha256 is not read by the stage."""
-    detector = create(name, hyperparameters or {}, where=f"methods.{key}")
-    spec = {"key": key, "method": name, "hyperparameters": detector.hyperparameters()}
-    spec |= {"scoring": read_spec(scoring_spec(), "benchmark"), "code": ""}
-    write_spec(method_spec(key), spec)
+    write_method_spec(Path(), key, name, hyperparameters)
 
 
 def direct_scores(key: str, name: str, params: dict | None = None) -> dict[str, np.ndarray]:

@@ -28,12 +28,12 @@ import yaml
 from oodbench.formats import features as store
 from oodbench.formats.classifier import Linear, save_fc
 from oodbench.formats.paths import fc_path, features_dir
-from oodbench.formats.specs import fc_spec, method_spec, scoring_spec, write_spec
+from oodbench.formats.specs import fc_spec, scoring_spec, write_spec
 from oodbench.heads.clip_text import CLIP_PROJECTION, CLIP_TEXT
 from oodbench.heads.groups import GROUP_OF_CLASS
 from oodbench.heads.probe import ProbeConfig
-from oodbench.methods import create, registry
-from tests.conftest import ROOT, stage_command
+from oodbench.methods import registry
+from tests.conftest import ROOT, stage_command, write_method_spec
 
 pytestmark = pytest.mark.slow
 C, D, CLIP_DIM = 6, 384, 64
@@ -120,9 +120,7 @@ def write_workspace(root: Path) -> list[str]:
     write_spec(root / scoring_spec(), scoring)
     keys = {name: (name, {}) for name in registry()} | VARIANTS
     for key, (name, params) in keys.items():
-        detector = create(name, params, where=f"methods.{key}")
-        spec = {"key": key, "method": name, "hyperparameters": detector.hyperparameters()}
-        write_spec(root / method_spec(key), spec | {"scoring": scoring, "code": ""})
+        write_method_spec(root, key, name, params)
     (root / "groups.yaml").write_text(yaml.safe_dump(GROUPS))
     probe = ProbeConfig(epochs=2, batch_size=256).as_dict()
     for backbone, kind, groups in (

@@ -1,10 +1,16 @@
 """The ``check`` stage: validate params.yaml before any work, resolve each stage's spec.
 
-It is the only stage that reads params.yaml, and every other stage depends on a spec
-it writes, so ``dvc repro`` stops here, in seconds and with one line naming the key,
-instead of after hours of extraction (an ID set listed as OOD, a misspelt method, a
-missing checkpoint, a dvc.yaml not regenerated after a new OOD set). A spec whose
-content does not change reruns nothing downstream (oodbench/formats/specs.py).
+Every other stage depends on a spec it writes, so ``dvc repro`` stops here, in seconds
+and with one line naming the key, instead of after hours of extraction (an ID set
+listed as OOD, a misspelt method, a missing checkpoint, a dvc.yaml not regenerated
+after a new OOD set). A spec whose content does not change reruns nothing downstream
+(oodbench/formats/specs.py). It declares every params.yaml section it reads but the
+methods' hyperparameters, which each score stage declares and reads itself
+(dvcyaml.py check_params): an experiment on one method does not rerun this stage, and
+the score stage refuses a bad value before reading any data. The core/params.py and
+formats/specs.py docstrings still say that this stage alone reads params.yaml: they
+are code of the extract stages, whose digests an edit would change, re-extracting
+every user's features for a comment.
 """
 
 from __future__ import annotations

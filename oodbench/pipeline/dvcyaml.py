@@ -2,8 +2,10 @@
 
 Every stage lists exactly what it reads, so a change reruns only what it can change:
 - settings: its resolved spec files (oodbench/formats/specs.py), which the ``check``
-  stage writes from params.yaml with exactly the values that change its numbers;
-  ``check`` is the only stage that declares params (the whole file);
+  stage writes from params.yaml with exactly the values that change its numbers; and
+  the params keys it reads itself: ``check`` the sections it resolves (check_params),
+  a score stage its method's block ``methods.<key>``, whose hyperparameters it reads
+  from params.yaml, so that an experiment on one method does not rerun ``check``;
 - code: one file, ``build/specs/code/<kind>.json``, which the check stage writes with
   the sha256 of each file in the closure of the stage script's ``oodbench`` imports
   (closure.py; a score stage adds its own method's module, so editing
@@ -81,8 +83,9 @@ def kept(path: str, **options: Any) -> dict[str, dict[str, Any]]:
     deleting it first: a failing run keeps the last good one, since the stage writes
     the new one beside it and renames it in only when complete. Used for outputs that
     are costly to remake (features, manifests), that a user may have edited (the demo's
-    lists) and the specs (uncached: no run-cache to lose). ``persist`` turns DVC's
-    run-cache off for the stage, so fc, subspace and score outputs do not persist: an
+    lists), the specs (uncached: no run-cache to lose) and the scores, whose stage is
+    the first to read its method's hyperparameters (score_stage). ``persist`` turns
+    DVC's run-cache off for the stage, so fc and subspace outputs do not persist: an
     experiment returning to an earlier setting restores them without recomputing."""
     return {path: {"persist": True, **options}}
 
@@ -261,14 +264,35 @@ def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[st
             *layout.all_user_files(params, bench, root),
             *checkpoints(params, bench),
         ],
-        # the whole file: a key removed from params.yaml is a change too
-        "params": [{P.PARAMS_FILE.as_posix(): None}],
+        "params": check_params(params, bench),
         # the spec files as one folder, not one output each (70 on the demo): DVC parses
         # every output of every stage at each `dvc status` and experiment, and rewrites
         # this lock entry each time the check stage runs (README, iteration). Stages
         # depend on the files in it, each on its own
         "outs": [kept(specs.SPECS.as_posix(), cache=False)],
     }
+
+
+#: the params.yaml sections the check stage resolves into specs (every other stage reads
+#: its own: ``demo`` the demo stage, ``methods.<key>`` a score stage)
+CHECKED_SECTIONS = ("benchmark", "datasets", "backbones", "extract", "probe")
+
+
+def check_params(params: dict[str, Any], bench: Benchmark) -> list[Any]:
+    """The params keys the check stage reads: its sections, and the ``method:`` of each
+    benchmark method block that names one (which method a key runs decides its code).
+    Not the hyperparameters: each score stage declares its own block, so changing one
+    reruns that method's stages only, not ``check`` (about a second of an experiment).
+    DVC refuses to run a stage whose declared key is missing, so a section absent from
+    params.yaml cannot be declared, and one added later would go unseen: then the stage
+    declares the whole file, as if every section were its own."""
+    if any(section not in params for section in CHECKED_SECTIONS):
+        return [{P.PARAMS_FILE.as_posix(): None}]
+    blocks = params.get("methods") or {}
+    named = [
+        k for k in bench.all_methods if isinstance(blocks.get(k), dict) and "method" in blocks[k]
+    ]
+    return [*CHECKED_SECTIONS, *(f"methods.{key}.method" for key in named)]
 
 
 def materialize_stage(dataset: str, root: Path) -> dict[str, Any]:
@@ -429,7 +453,11 @@ def score_stage(
             paths.classes_record_path(bench.id_train).as_posix(),
             paths.classes_record_path(bench.id_val).as_posix(),
         ],
-        "outs": [paths.scores_path(backbone, method).as_posix()],
+        # the block's hyperparameters: the stage reads them from params.yaml
+        "params": [f"methods.{method}"],
+        # persist: a bad hyperparameter is refused by this stage, not by check (which an
+        # experiment on one method does not rerun), so the last scores stay until then
+        "outs": [kept(paths.scores_path(backbone, method).as_posix())],
     }
 
 

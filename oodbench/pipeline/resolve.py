@@ -53,7 +53,8 @@ def score_spec(
     root: Path = Path(),
 ) -> dict[str, Any]:
     """All a score stage of ``methods.<key>`` reads from the specs, in its one spec file:
-    the method, the datasets it scores, and the sha256 of its code digest. One dependency
+    the method (not its hyperparameters: method_spec), the datasets it scores, and the
+    sha256 of its code digest. One dependency
     instead of three: DVC parses every lock entry at each `dvc status` and rewrites a
     backbone's lock file after each of its stages, so two fewer dependencies per score
     stage cut a fifth of the demo's pipeline and lock files (README, iteration)."""
@@ -247,14 +248,13 @@ def fc_spec(
 
 
 def method_spec(params: dict[str, Any], key: str, root: Path = Path()) -> dict[str, Any]:
+    """The method ``methods.<key>`` runs; not its hyperparameters, which the score stage
+    reads from params.yaml itself (dvcyaml.py check_params says why). They are checked
+    here all the same, so a bad one found by a check run stops `dvc repro` first."""
     from oodbench.methods.base import from_params
 
     detector = from_params(key, P.get(params, "methods", dict).get(key), root)
-    return {
-        "key": key,
-        "method": detector.name,
-        "hyperparameters": detector.hyperparameters(),
-    }
+    return {"key": key, "method": detector.name}
 
 
 def scoring_spec(params: dict[str, Any], bench: Benchmark) -> dict[str, Any]:

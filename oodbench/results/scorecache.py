@@ -28,12 +28,16 @@ from oodbench.methods import Detector, code_group
 CACHE = SCORES / ".cache"
 
 
-def method_digest(settings: dict) -> str:
-    """The method's identity: the sha256 of its spec's method part (key, method,
-    hyperparameters), not of the whole spec, which also lists the datasets scored: a new
-    OOD set must not change the fit's key. The same bytes as the spec file held when it
-    held only that part, so entries cached then still match."""
-    kept = {k: settings[k] for k in ("hyperparameters", "key", "method")}
+def method_digest(settings: dict, hyperparameters: dict) -> str:
+    """The method's identity: the sha256 of its key, method and hyperparameters (with
+    their defaults filled in), not of the whole spec, which also lists the datasets
+    scored: a new OOD set must not change the fit's key. The same bytes as the method
+    spec held when it held exactly these, so entries cached then still match."""
+    kept = {
+        "hyperparameters": hyperparameters,
+        "key": settings["key"],
+        "method": settings["method"],
+    }
     return hashlib.sha256(dumps(kept).encode()).hexdigest()
 
 
@@ -49,7 +53,7 @@ def fit_key(
     needs_train = bool(detector.requires & {"train", "labels"})
     spec = settings["scoring"]
     parts = {
-        "method": method_digest(settings),
+        "method": method_digest(settings, detector.hyperparameters()),
         "code": file_digest(code_digest(code_group(settings["key"], detector.name))),
         "fc": file_digest(fc_path(backbone)),
         "train": folder_digest(features_dir(source, spec["id_train"])) if needs_train else None,

@@ -27,17 +27,21 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oodbench.core.errors import DataError
+from oodbench.core import params as P
+from oodbench.core.errors import DataError, ParamsError
+from oodbench.core.usercode import CodeRef, is_reference
 from oodbench.formats.classifier import Linear, load_fc
 from oodbench.formats.features import FeatureSet, load_features
 from oodbench.formats.paths import fc_path, features_dir, scores_path, subspace_path
 from oodbench.formats.scores import save_scores, save_skipped
 from oodbench.formats.specs import method_spec, read_spec
 from oodbench.methods import Detector, create, errors_of
+from oodbench.methods.base import method_of
 from oodbench.methods.shared.threads import blas_threads, cpu_threads, limit_blas_threads
 from oodbench.results import scorecache
 from oodbench.results.fitdata import check_finite, load_fit_data
@@ -64,9 +68,30 @@ class Clock:
         return ", ".join(f"{phase} {s:.2f}s" for phase, s in self.seconds.items())
 
 
-def detector_from(spec: dict[str, Any]) -> Detector:
-    """The detector of a method spec (resolve.py score_spec)."""
-    return create(spec["method"], spec["hyperparameters"], where=f"methods.{spec['key']}")
+def detector_from(spec: dict[str, Any], params_file: Path = P.PARAMS_FILE) -> Detector:
+    """The detector of a method spec (resolve.py score_spec), with the hyperparameters of
+    its block ``methods.<key>`` in params.yaml: the key the stage declares to DVC, so that
+    changing them reruns this method's stages and not the check stage. Which method the
+    key runs comes from the spec, whose code digest is the stage's dependency: a
+    ``method:`` added since the check stage resolved it is refused, not run under
+    another method's code digest."""
+    key = spec["key"]
+    where = f"methods.{key}"
+    block = P.get(P.read_params_file(params_file), "methods", dict).get(key)
+    if block is None:  # DVC stops first while the stage declares the key; not when run by hand
+        raise ParamsError(
+            f"{params_file}: no {where} block; add one (it may be {{}} for the defaults)"
+        )
+    name = method_of(key, block)
+    if is_reference(name):
+        name = str(CodeRef.parse(name, f"{where}.method"))
+    if name != spec["method"]:
+        raise ParamsError(
+            f"{params_file}: {where}.method: {name!r}, but the check stage resolved "
+            f"{spec['method']!r} for this key; run `oodbench pipeline` (dvc.yaml then declares "
+            "the key to the check stage), then `dvc repro`"
+        )
+    return create(name, {k: v for k, v in block.items() if k != "method"}, where=where)
 
 
 def score_method(backbone: str, method: str, features: str | None = None) -> None:
