@@ -182,13 +182,10 @@ def measure(ws: Path, rerun: int) -> dict[str, float]:
     listed = yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["backbones"]
     targets, own = [], []
     methods = ("msp", "maxlogit", "energy", "odin")
-    for bb, method in [(b, m) for m in methods for b in listed][:rerun]:
-        name = f"pipelines/{bb}/dvc.yaml:score-{method}"
-        if not (ws / f"pipelines/{bb}/dvc.yaml").exists():
-            name = f"{bb}-score-{method}"
+    for method in methods[:rerun]:  # a method's one score stage, for every backbone
+        name, command = score_stage(ws, method, listed)
         targets.append(name)
-        command = [sys.executable, "stages/score.py", "--backbone", bb, "--method", method]
-        own.append(sh(command, ws))
+        own.append(sh([sys.executable, *command[1:]], ws))
     # DVC's cost of rerunning 1 and then K stages (wall minus the stages' own command
     # time): the difference over K - 1 is the cost each further stage adds, free of the
     # fixed cost of loading the pipeline once per `dvc repro`
@@ -199,6 +196,24 @@ def measure(ws: Path, rerun: int) -> dict[str, float]:
     out["overhead per stage s"] = (many - one) / (len(targets) - 1)
     out["projected bookkeeping s"] = out["noop repro s"] + out["overhead per stage s"] * stages
     return out
+
+
+def score_stage(ws: Path, method: str, backbones: list[str]) -> tuple[str, list[str]]:
+    """The DVC address and command of `method`'s score stage: its own file
+    (``pipelines/score-<m>/dvc.yaml``), or, in a revision with a score stage per backbone
+    and method, the first backbone's."""
+    own = ws / "pipelines" / f"score-{method}" / "dvc.yaml"
+    if own.exists():
+        stage = yaml.safe_load(own.read_text())["stages"]["score"]
+        return f"pipelines/score-{method}/dvc.yaml:score", stage["cmd"].split()
+    bb = backbones[0]
+    file = ws / "pipelines" / bb / "dvc.yaml"
+    if file.exists():
+        stage = yaml.safe_load(file.read_text())["stages"][f"score-{method}"]
+        return f"pipelines/{bb}/dvc.yaml:score-{method}", stage["cmd"].split()
+    merged = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]  # --layout single
+    name = next(n for n in (f"score-{method}-score", f"{bb}-score-{method}") if n in merged)
+    return name, merged[name]["cmd"].split()
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ variants taking turns within each round so that a busy machine slows them alike
 (medians are printed):
 
 - ``dvc exp run -S methods.energy.temperature=T`` end to end, a new T each time: it
-  reruns energy's score stage on each backbone that runs energy and the evaluate stage
-  (every backbone's metrics and the leaderboard; revisions before it had an evaluate
-  stage per backbone and a leaderboard stage), and, before each score stage declared
-  its method's params block, the check stage (the table counts them); and a ``dvc exp run``
+  reruns energy's score stage (one for every backbone that runs energy; revisions
+  before had one per backbone and method) and the evaluate stage (every backbone's
+  metrics and the leaderboard; revisions before had one per backbone and a
+  leaderboard stage), and, before score stages declared their method's params block,
+  the check stage (the table counts them); and a ``dvc exp run``
   that changes nothing (DVC's own cost of an experiment, whatever the stages do);
 - those stages' own commands, run as DVC runs them (``python stages/<kind>.py ...``);
 - DVC's overhead per stage: ``dvc repro -f -s`` of one and of K score stages, wall time
@@ -164,15 +165,19 @@ def reset(variant: Variant) -> None:
     variant.sh("dvc", "status", "-q")  # fails loudly if anything is still changed
 
 
+def backbones_of(ws: Path) -> list[str]:
+    return yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["backbones"]
+
+
 def stage_commands(ws: Path) -> dict[str, list[str]]:
-    """The commands of the stages one experiment on METHOD reruns, from dvc.yaml."""
-    backbones = yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["backbones"]
-    bb = backbones[0]
+    """The commands of the stages one experiment on METHOD reruns, from dvc.yaml: a score
+    stage for every backbone running METHOD (revisions before: for the first backbone)."""
+    bb = backbones_of(ws)[0]
     stages = yaml.safe_load((ws / "pipelines" / bb / "dvc.yaml").read_text())["stages"]
     top = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
     found = {
         "check stage": top["check"]["cmd"].split(),
-        f"score-{METHOD} stage": stages[f"score-{METHOD}"]["cmd"].split(),
+        f"score-{METHOD} stage": dvc_matrix.score_stage(ws, METHOD, [bb])[1],
     }
     if "leaderboard" in top:  # a revision with an evaluate stage per backbone
         found["evaluate stage (one backbone)"] = stages["evaluate"]["cmd"].split()
@@ -205,12 +210,11 @@ def stage_times(variant: Variant) -> None:
 
 def dvc_overhead(variant: Variant) -> None:
     """What each further forced score stage costs DVC itself (wall minus own time)."""
-    bb = yaml.safe_load((variant.ws / "params.yaml").read_text())["benchmark"]["backbones"][0]
-    stages = yaml.safe_load((variant.ws / "pipelines" / bb / "dvc.yaml").read_text())["stages"]
-    targets = [f"pipelines/{bb}/dvc.yaml:score-{m}" for m in RERUN]
-    own = []
+    backbones = backbones_of(variant.ws)
+    targets, own = [], []
     for method in RERUN:
-        cmd = stages[f"score-{method}"]["cmd"].split()
+        name, cmd = dvc_matrix.score_stage(variant.ws, method, backbones)
+        targets.append(name)
         own.append(variant.sh(sys.executable, *cmd[1:])[0])
     one = variant.sh("dvc", "repro", "-f", "-s", targets[0])[0] - own[0]
     many = variant.sh("dvc", "repro", "-f", "-s", *targets)[0] - sum(own)

@@ -86,7 +86,7 @@ def main() -> None:
             best = {entry: float("inf") for entry in ENTRIES}
             for _ in range(args.repeats):
                 for entry, start in ENTRIES.items():
-                    command = [sys.executable, *start, "--backbone", "vitb", "--method", key]
+                    command = [sys.executable, *start, "--method", key, "--backbones", "vitb"]
                     best[entry] = min(best[entry], seconds(command, root, env))
             a, b = best.values()
             print(f"| {key} | {a:.2f} | {b:.2f} | {b / a:.2f} |")

@@ -127,9 +127,9 @@ def mismatch(got: np.ndarray, want: np.ndarray) -> str | None:
 
 
 def stage_args(key: str) -> list[str]:
-    if SEED[key][0] == "mos":
-        return ["--backbone", MOS_BACKBONE, "--method", key, "--features", BACKBONE]
-    return ["--backbone", BACKBONE, "--method", key]
+    if SEED[key][0] == "mos":  # the spec says it reads BACKBONE's features
+        return ["--method", key, "--backbones", MOS_BACKBONE]
+    return ["--method", key, "--backbones", BACKBONE]
 
 
 def reads_train(key: str) -> bool:

@@ -127,7 +127,8 @@ def write_method_spec(root: Path, key: str, name: str, hyperparameters: dict) ->
     sha256 the stage does not read) and its params.yaml block, whose hyperparameters the
     score stage reads."""
     scoring = json.loads((root / scoring_spec()).read_text())
-    spec = {"key": key, "method": name, "scoring": scoring, "code": ""}
+    features = {BACKBONE: BACKBONE, MOS_BACKBONE: BACKBONE}  # the MOS head reads vitb's
+    spec = {"key": key, "method": name, "scoring": scoring, "features": features, "code": ""}
     write_spec(root / method_spec(key), spec)
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text()) if path.is_file() else {}

@@ -54,13 +54,15 @@ def write_method_spec(
     root: Path, key: str, method: str, hyperparameters: dict | None = None
 ) -> None:
     """Method key `key` as a score stage finds it after the check stage: its spec
-    (resolve.py score_spec: the method, the datasets of the workspace's scoring spec, and
-    the code digest's sha256, which the stage does not read) and its params.yaml block,
-    whose hyperparameters the stage reads."""
+    (resolve.py score_spec: the method, the datasets of the workspace's scoring spec, each
+    backbone with a feature folder reading its own, and the code digest's sha256, which
+    the stage does not read) and its params.yaml block, whose hyperparameters it reads."""
     from oodbench.formats.specs import method_spec, read_spec, scoring_spec, write_spec
 
     scoring = read_spec(root / scoring_spec(), "benchmark")
+    folders = sorted(p.name for p in (root / "features").iterdir() if p.is_dir())
     spec = {"key": key, "method": method, "scoring": scoring, "code": ""}
+    spec["features"] = {backbone: backbone for backbone in folders}
     write_spec(root / method_spec(key), spec)
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text()) if path.is_file() else {}

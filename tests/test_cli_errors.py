@@ -27,7 +27,7 @@ def snapshot(workspace) -> dict[str, float]:
     ("args", "expected"),
     [
         (["extract", "--backbone", "nosuch", "--dataset", "textures"], "backbones.nosuch"),
-        (["score", "--backbone", "lite0", "--method", "nosuch"], "methods.nosuch"),
+        (["score", "--method", "nosuch", "--backbones", "lite0"], "methods.nosuch"),
         (["materialize", "--dataset", "nosuch"], "datasets.nosuch"),
         (["fc", "--backbone", "nosuch"], "backbones.nosuch"),
     ],

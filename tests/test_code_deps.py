@@ -80,7 +80,7 @@ def test_a_comment_in_a_file_stales_exactly_the_stages_that_run_it(demo_copy, mo
     for file in ("oodbench/methods/energy.py", "oodbench/methods/react.py"):
         assert not {s for s in expected[file] if kind(s) in ("extract", "fc")}, file
         assert {s for s in expected[file] if kind(s) == "score"} == {
-            f"pipelines/lite0/dvc.yaml:score-{Path(file).stem}"
+            f"pipelines/score-{Path(file).stem}/dvc.yaml:score"
         }
 
 

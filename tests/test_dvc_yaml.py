@@ -22,12 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def stages() -> dict:
-    """Every committed stage by DVC address (``pipelines/lite0/dvc.yaml:score-knn``)."""
+    """Every committed stage by DVC address (``pipelines/score-knn/dvc.yaml:score``)."""
     return dvcyaml.stages_of(dvcyaml.existing(ROOT))
 
 
-def stage(backbone: str, name: str) -> dict:
-    return stages()[f"pipelines/{backbone}/dvc.yaml:{name}"]
+def stage(folder: str, name: str) -> dict:
+    return stages()[f"pipelines/{folder}/dvc.yaml:{name}"]
+
+
+def score(method: str) -> dict:
+    return stage(f"score-{method}", "score")
 
 
 def test_committed_pipeline_files_are_what_the_generator_writes():
@@ -96,8 +100,8 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
     from oodbench.pipeline.resolve import code_spec, resolve
 
     assert "build/specs/code/extract.json" in stage("lite0", "extract-textures")["deps"]
-    assert "build/specs/methods/vim.json" in stage("lite0", "score-vim")["deps"]
-    assert not [d for d in stage("lite0", "score-vim")["deps"] if "/code/" in d]
+    assert "build/specs/methods/vim.json" in score("vim")["deps"]
+    assert not [d for d in score("vim")["deps"] if "/code/" in d]
     params = read_params_file(ROOT / "params.yaml")
     specs = resolve(params, Benchmark.of(params), ROOT)
     for key, group in (("vim", "score-vim"), ("react_val", "score-react")):
@@ -120,17 +124,28 @@ def test_each_stage_depends_on_the_digest_of_its_own_code():
         "oodbench/methods/shared/threads.py",
     }
     assert set(digest["files"]) == set(closure(digest["entries"], ROOT))
-    # a score stage depends on its backbone's feature folder as one (every set, the fc
-    # and ViM subspace in it); evaluate on the folder of the backbone's scores
-    for name in ("score-msp", "score-knn", "score-vim"):
-        deps = stage("lite0", name)["deps"]
-        assert [d for d in deps if d.startswith("features/")] == ["features/lite0"], name
+    # a method's one score stage depends on each of its backbones' feature folder as one
+    # (every set, the fc and ViM subspace in it), writes a table per backbone; evaluate
+    # reads the folder of each backbone's scores
+    for method in ("msp", "knn", "vim"):
+        deps = score(method)["deps"]
+        assert [d for d in deps if d.startswith("features/")] == [
+            "features/lite0",
+            "features/lite1",
+        ], method
+        assert score(method)["cmd"] == (
+            f"python stages/score.py --method {method} --backbones lite0,lite1"
+        )
+        assert [next(iter(o)) for o in score(method)["outs"]] == [
+            f"scores/lite0/{method}.parquet",
+            f"scores/lite1/{method}.parquet",
+        ]
     evaluate = stages()["evaluate"]["deps"]
     assert {"scores/lite0", "scores/lite1", "scores/lite0_mos"} <= set(evaluate)
     assert not [d for d in evaluate if d.startswith("scores/lite0/")]
     assert len(evaluate) == len(set(evaluate))  # what two backbones share, listed once
     # an entry sharing lite0's features reads lite0's folder, its own fc, and extracts nothing
-    deps = stage("lite0_mos", "score-mos")["deps"]
+    deps = score("mos")["deps"]
     assert [d for d in deps if d.startswith("features/")] == [
         "features/lite0",
         "features/lite0_mos/fc.safetensors",
@@ -152,12 +167,10 @@ def test_stages_declare_only_the_params_they_read():
     ]  # fmt: skip
     assert s["demo"]["params"] == ["demo"]
     for name, stage in s.items():
-        if ":score-" in name:
-            method = name.split(":score-")[1]
+        if name.startswith("pipelines/score-"):
+            method = name.split("/")[1].removeprefix("score-")
             assert stage["params"] == [f"methods.{method}"], name
-            assert stage["outs"] == [
-                {f"scores/{name.split('/')[1]}/{method}.parquet": {"persist": True}}
-            ]
+            assert all(o[next(iter(o))] == {"persist": True} for o in stage["outs"]), name
         elif name not in ("check", "demo"):
             assert "params" not in stage, name
         if name not in ("check", "demo"):
@@ -171,8 +184,32 @@ def test_a_check_stage_without_all_its_sections_declares_the_whole_file():
 
     params = read_params_file(ROOT / "params.yaml")
     assert dvcyaml.check_params(params, Benchmark.of(params))[0] == "benchmark"
-    del params["probe"]
+    del params["probe"]  # lite0 and lite1 train a linear probe: it counts
     assert dvcyaml.check_params(params, Benchmark.of(params)) == [{"params.yaml": None}]
+    # with the models' own heads the probe settings reach no spec; a trained head added
+    # later changes `backbones`, which is declared
+    params["benchmark"].update(backbones=["lite0"], methods=["msp", "energy"])
+    params["backbones"]["lite0"]["fc"] = "head"
+    assert dvcyaml.check_params(params, Benchmark.of(params)) == [
+        "benchmark", "datasets", "backbones", "extract"
+    ]  # fmt: skip
+    del params["extract"]
+    assert dvcyaml.check_params(params, Benchmark.of(params)) == [{"params.yaml": None}]
+
+
+def test_an_openood_project_declares_the_check_stages_sections_one_by_one(tmp_path):
+    """`oodbench init openood` writes the extract settings out, so that an experiment on
+    one method does not rerun its check stage."""
+    from oodbench.data import openood_benchmarks as O
+    from oodbench.pipeline.benchmark import Benchmark
+    from tests.test_openood_benchmark import imglists
+
+    imglists(tmp_path, "cifar10")
+    params, _, _ = O.openood_benchmark("cifar10", tmp_path, tmp_path)
+    assert params["extract"] == {}
+    assert dvcyaml.check_params(params, Benchmark.of(params))[:4] == [
+        "benchmark", "datasets", "backbones", "extract"
+    ]  # fmt: skip
 
 
 def test_the_check_stage_writes_every_spec_a_stage_reads():

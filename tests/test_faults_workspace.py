@@ -98,7 +98,7 @@ def test_skipped_images_reach_metrics(ws: Path) -> None:
         run(stage_command("check"), ws)
     run(stage_command("extract", "--backbone", "lite0", "--dataset", "photos"), ws)
     for method in yaml.safe_load((ws / "params.yaml").read_text())["benchmark"]["methods"]:
-        run(stage_command("score", "--backbone", "lite0", "--method", method), ws)
+        run(stage_command("score", "--method", method, "--backbones", "lite0"), ws)
     run(stage_command("evaluate", "--backbones", "lite0"), ws)
     metrics = json.loads((ws / "metrics/lite0.json").read_text())
     assert metrics["ood"]["photos"] == {"n": 16, "n_skipped": 1}
@@ -219,14 +219,14 @@ def test_sigint_during_scoring(ws: Path, tmp_path: Path) -> None:
     rows = np.maximum(np.random.default_rng(0).standard_normal((8_000, dim), np.float32), 0)
     shutil.rmtree(near)
     feature_dir(near, rows, [-1] * len(rows), "lite0")
-    score = stage_command("score", "--backbone", "lite0", "--method", "mahalanobis")
+    score = stage_command("score", "--method", "mahalanobis", "--backbones", "lite0")
     run(score, work)  # the uninterrupted scores of these sets
     path = work / "scores/lite0/mahalanobis.parquet"
     complete = path.read_bytes()
     cache = work / "scores/.cache/lite0/mahalanobis"
     shutil.rmtree(cache)  # score every set again: ID val first, then the OOD sets in order
 
-    proc = start(work, "score", "--backbone", "lite0", "--method", "mahalanobis")
+    proc = start(work, "score", "--method", "mahalanobis", "--backbones", "lite0")
     deadline = time.monotonic() + 60
     while not list(cache.glob("digits_id_val-*.npz")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

@@ -32,7 +32,7 @@ from tests.own_method import BLOCK, auroc_loop, cosine_scores, write_method
 
 # one wheel, one venv, one project: every test of the module on one xdist worker
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("init")]
-SCORE_COS = "pipelines/lite0/dvc.yaml:score-cos"
+SCORE_COS = "pipelines/score-cos/dvc.yaml:score"
 
 
 @dataclass
@@ -203,7 +203,7 @@ def test_an_upgrade_of_the_package_reruns_only_the_stages_whose_code_changed(
         msp.write_text(original + "\n# a release that touched msp\n")
         installed.run(["python", "-m", "dvc", "repro", "check"], dest)
         # the demo stage ran again as the check stage's upstream (same files: nothing follows)
-        assert set(stale(installed, dest)) == {"package", "pipelines/lite0/dvc.yaml:score-msp"}
+        assert set(stale(installed, dest)) == {"package", "pipelines/score-msp/dvc.yaml:score"}
     finally:
         msp.write_text(original)
         installed.run(["python", "-m", "dvc", "repro", "check"], dest)

@@ -414,7 +414,7 @@ def test_wrong_shape_and_nan_scores_name_method_dataset_and_rows(project: Path) 
 def test_an_exception_inside_the_users_method_names_its_file_and_line(workspace: Path) -> None:  # noqa: F811
     (workspace / "broken.py").write_text(BROKEN)
     write_method_spec(workspace, "boom", "broken.py:RaisesInScore")
-    command = [sys.executable, "-m", "oodbench.cli.stage", "score", "--backbone", BB]
+    command = [sys.executable, "-m", "oodbench.cli.stage", "score", "--backbones", BB]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [*command, "--method", "boom"], cwd=workspace, capture_output=True, text=True, env=env
@@ -450,7 +450,7 @@ def test_the_stage_module_says_its_kinds_and_options() -> None:
     wrong = stage("scores")
     assert wrong.returncode == 2 and wrong.stderr.startswith("usage: python -m oodbench.cli.stage")
     options = stage("score", "--help")
-    assert options.returncode == 0 and "--backbone BACKBONE" in options.stdout
+    assert options.returncode == 0 and "--backbones BACKBONES" in options.stdout
     assert "--method METHOD" in options.stdout
 
 
@@ -460,7 +460,7 @@ def test_the_installed_packages_score_stage_starts_light(workspace: Path) -> Non
     write_method_spec(workspace, "energy", "energy")
     code = f"""
 import runpy, sys
-sys.argv = ["stage", "score", "--backbone", "{BB}", "--method", "energy"]
+sys.argv = ["stage", "score", "--backbones", "{BB}", "--method", "energy"]
 runpy.run_module("oodbench.cli.stage", run_name="__main__")
 heavy = ("torch", "timm", "typer", "rich", "matplotlib", "pandas")
 print(sorted(m for m in heavy if m in sys.modules))
@@ -485,6 +485,7 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     assert not layout.is_clone(project) and layout.is_clone(ROOT)
     files = dvcyaml.build(params, project)
     shared, lite0 = files["dvc.yaml"], files["pipelines/lite0/dvc.yaml"]
+    cos = files["pipelines/score-cos/dvc.yaml"]["score"]
     assert shared["package"] == {
         "cmd": "python -m oodbench.cli.stage package",
         "always_changed": True,
@@ -493,12 +494,9 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     user = ["mymethods/__init__.py", "mymethods/common.py", "mymethods/cosine.py"]
     assert shared["check"]["deps"] == ["datalists", "build/package.json", *user]
     assert shared["demo"]["deps"] == ["build/package.json"]
-    assert (
-        lite0["score-cos"]["cmd"]
-        == "python -m oodbench.cli.stage score --backbone lite0 --method cos"
-    )
-    assert "build/specs/methods/cos.json" in lite0["score-cos"]["deps"]
-    assert "features/lite0" in lite0["score-cos"]["deps"]
+    assert cos["cmd"] == "python -m oodbench.cli.stage score --method cos --backbones lite0"
+    assert "build/specs/methods/cos.json" in cos["deps"]
+    assert "features/lite0" in cos["deps"]
     # cos requires train: with the model's own head, its features are extracted for cos
     # alone (a probe's training would read them anyway)
     for methods, train in (({"msp": {}, "cos": BLOCK}, True), ({"msp": {}}, False)):
@@ -534,12 +532,13 @@ def test_outside_a_clone_stages_run_the_installed_package_and_follow_its_closure
     assert set(cos["files"]) - set(user) < set(msp["files"]) - {"oodbench/methods/msp.py"}
     assert code["extract"]["entries"] == ["oodbench/models/extract.py"]
     assert "oodbench/results/scoring.py" not in code["extract"]["files"]
-    # the score stage's one spec: its method, the datasets it scores and its code digest's
-    # sha256, so an edit of the user's files reruns it through that one dependency
+    # the score stage's one spec: its method, the datasets it scores, its backbones and its
+    # code digest's sha256, so an edit of the user's files reruns it through that one dependency
     assert specs[Path("build/specs/methods/cos.json")] == {
         "key": "cos",
         "method": REFERENCE,
         "scoring": specs[Path("build/specs/scoring.json")],
+        "features": {"lite0": "lite0"},
         "code": hashlib.sha256(dumps(cos).encode()).hexdigest(),
     }
 

@@ -59,10 +59,10 @@ def test_method_param_change_reruns_only_its_score_and_evaluate(demo_copy):
     from oodbench.formats.features import load_features
 
     rewrite_params(demo_copy, lambda p: p["methods"]["energy"].update(temperature=2.0))
-    assert stale_stages(demo_copy) == {"pipelines/lite0/dvc.yaml:score-energy"}
+    assert stale_stages(demo_copy) == {"pipelines/score-energy/dvc.yaml:score"}
     out = run(["dvc", "repro"], demo_copy).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"pipelines/lite0/dvc.yaml:score-energy", "evaluate"}
+    assert ran == {"pipelines/score-energy/dvc.yaml:score", "evaluate"}
     features = load_features(demo_copy / "features" / "lite0" / "textures")
     fc = load_fc(demo_copy / "features" / "lite0" / "fc.safetensors")
     logits = features.features @ fc.weight.T + fc.bias
@@ -83,7 +83,7 @@ def test_a_bad_hyperparameter_stops_its_score_stage_and_keeps_its_scores(demo_co
     result = run(["dvc", "repro"], demo_copy, check=False)
     assert result.returncode != 0
     assert re.findall(r"Running stage '([^']+)'", result.stdout) == [
-        "pipelines/lite0/dvc.yaml:score-energy"
+        "pipelines/score-energy/dvc.yaml:score"
     ]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "methods.energy.temperature" in errors[0], result.stderr
@@ -129,8 +129,7 @@ def test_a_score_stage_depends_on_the_feature_folder_but_not_on_temp_litter(demo
     assert stale_stages(demo_copy) == set()
     (demo_copy / "features/lite0/stray.npy").write_bytes(b"x")
     (demo_copy / "scores/lite0/stray.parquet").write_bytes(b"x")
-    lite0 = "pipelines/lite0/dvc.yaml"
-    scores = {f"{lite0}:score-{m}" for m in ("msp", "energy", "react", "maxlogit")}
+    scores = {f"pipelines/score-{m}/dvc.yaml:score" for m in ("msp", "energy", "react", "maxlogit")}
     assert stale_stages(demo_copy) == scores | {"evaluate"}
 
 
@@ -212,9 +211,8 @@ def test_a_val_classes_file_maps_accuracy_by_name_without_re_extracting(demo_cop
     run(["oodbench", "pipeline"], demo_copy)
     ran = ran_stages(run(["dvc", "repro"], demo_copy).stdout)
     methods = ("msp", "energy", "react", "maxlogit")
-    lite0 = "pipelines/lite0/dvc.yaml"
     assert ran == {"check", "materialize-digits_id_val", "evaluate"} | {
-        f"{lite0}:score-{m}" for m in methods
+        f"pipelines/score-{m}/dvc.yaml:score" for m in methods
     }
     report = json.loads((demo_copy / "metrics" / "lite0.json").read_text())
     features = demo_copy / "features" / "lite0"

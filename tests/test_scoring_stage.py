@@ -41,10 +41,12 @@ SETS = {"train": 300, "val": 90, "near": 50, "far": 35}
 SHARD_ROWS = 32
 
 
-def write_features(root: Path, name: str, x: np.ndarray, labels: np.ndarray, fc: Linear) -> None:
+def write_features(
+    root: Path, name: str, x: np.ndarray, labels: np.ndarray, fc: Linear, backbone: str = BB
+) -> None:
     """A feature folder as extract writes it: shards of features and head logits."""
-    info = {"backbone": BB, "dataset": name}
-    directory = root / features_dir(BB, name)
+    info = {"backbone": backbone, "dataset": name}
+    directory = root / features_dir(backbone, name)
     store.write_feature_dir(directory, info, x, labels, logits=fc.logits(x), shard_rows=SHARD_ROWS)
 
 
@@ -124,6 +126,44 @@ def test_stage_scores_equal_whole_array_scoring(workspace: Path, capsys, key, na
     again = load_scores(workspace / "scores" / BB / f"{key}.parquet")
     assert again.keys() == got.keys()
     assert all(np.array_equal(again[d], got[d]) for d in got)
+
+
+def test_each_backbone_is_scored_as_if_alone(workspace: Path) -> None:
+    """The score stage scores its first backbone in its own process and each other one in
+    a fresh process (the stage for that backbone alone): a fit's last bits can depend on
+    what the process allocated before it (RMDS on the demo's lite1, fitted after lite0 in
+    one process, differed in its last bits), so a backbone's table is the same bytes
+    whether other backbones come before it or not. A failing backbone stops the stage
+    with its own one error line and exit code."""
+    fc, sets = arrays(seed=1)
+    save_fc(fc_path("bb2"), fc)
+    for name, (x, labels) in sets.items():
+        write_features(workspace, name, x, labels, fc, backbone="bb2")
+    write_method_spec(workspace, "rmds", "rmds")
+    stage = [sys.executable, str(ROOT / "stages" / "score.py"), "--method", "rmds"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run_stage(backbones: str) -> subprocess.CompletedProcess[str]:
+        command = [*stage, "--backbones", backbones]
+        return subprocess.run(command, cwd=workspace, capture_output=True, text=True, env=env)
+
+    both = run_stage("bb,bb2")
+    assert both.returncode == 0, both.stderr
+    assert [line.split(":")[0] for line in both.stdout.splitlines()] == [
+        "score bb/rmds",
+        "score bb2/rmds",
+    ]
+    table = (workspace / "scores" / "bb2" / "rmds.parquet").read_bytes()
+    shutil.rmtree(workspace / "scores" / ".cache")  # score bb2 again, alone
+    assert run_stage("bb2").returncode == 0
+    assert (workspace / "scores" / "bb2" / "rmds.parquet").read_bytes() == table
+    shutil.rmtree(workspace / "scores" / ".cache")
+    shutil.rmtree(workspace / features_dir("bb2", "far"))
+    failed = run_stage("bb,bb2")
+    assert failed.returncode == 2
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "bb2" in errors[0] and "far" in errors[0], failed.stderr
+    assert (workspace / "scores" / "bb2" / "rmds.parquet").read_bytes() == table  # as it was
 
 
 def test_stage_reads_feature_shards_only_and_train_only_when_fitting(workspace: Path) -> None:

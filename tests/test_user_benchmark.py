@@ -100,9 +100,7 @@ def test_the_users_own_method_runs_beside_the_builtins(user_project, user_copy):
         try:
             path.write_text(original + "\n# an edit\n")
             run(["python", "stages/check.py"], project)  # what `dvc repro` runs first
-            assert dvc_stale(project) - {"check"} == {
-                f"pipelines/{b}/dvc.yaml:score-cos" for b in BACKBONES
-            }, file
+            assert dvc_stale(project) - {"check"} == {"pipelines/score-cos/dvc.yaml:score"}, file
         finally:
             path.write_text(original)
             run(["python", "stages/check.py"], project)
@@ -290,7 +288,7 @@ def test_a_head_with_logit_methods_leaves_dvc_status_clean(user_copy):
     stages = yaml.safe_load((project / "pipelines/r18b/dvc.yaml").read_text())["stages"]
     assert "extract-shapes_train" not in stages and "extract-shapes_val" in stages
     assert "extract-shapes_train" in (project / "pipelines/r18/dvc.yaml").read_text()
-    assert "pipelines/r18b/dvc.yaml:score-energy" in ran(run(["dvc", "repro"], project).stdout)
+    assert "pipelines/score-energy/dvc.yaml:score" in ran(run(["dvc", "repro"], project).stdout)
     assert "Data and pipelines are up to date." in run(["dvc", "status"], project).stdout
     assert set(metrics(project, "r18b")["methods"]) == {"msp", "energy"}
 

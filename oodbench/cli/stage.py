@@ -67,9 +67,12 @@ def subspace(args: argparse.Namespace) -> None:
 
 
 def score(args: argparse.Namespace) -> None:
-    from oodbench.results.scoring import score_method
+    from oodbench.results.scoring import score_stage
 
-    score_method(args.backbone, args.method, features=args.features)
+    backbones = [b for b in args.backbones.split(",") if b]
+    # a backbone per process: this kind for that backbone alone
+    child = [sys.executable, "-m", "oodbench.cli.stage", "score", "--method", args.method]
+    score_stage(args.method, backbones, lambda backbone: [*child, "--backbones", backbone])
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -93,8 +96,8 @@ STAGES: dict[str, tuple[str, tuple[str, ...], Callable[[argparse.Namespace], Non
     "fc": ("the classifier W, b", ("backbone", "features"), fc),
     "subspace": ("the ViM subspace of ID train", ("backbone", "features"), subspace),
     "score": (
-        "fit one OOD method, score ID val and OOD",
-        ("backbone", "method", "features"),
+        "fit one OOD method, score ID val and OOD, on each backbone",
+        ("method", "backbones"),
         score,
     ),
     "evaluate": (

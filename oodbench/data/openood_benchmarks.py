@@ -198,6 +198,10 @@ def openood_benchmark(
                 "checkpoint": checkpoint or f"checkpoints/{bench.backbone}/{bench.checkpoint}",
             }
         },
+        # the defaults, written out: the check stage then declares the sections it reads
+        # one by one, and an experiment on a method does not rerun it (pipeline/dvcyaml.py
+        # check_params)
+        "extract": {},
         "methods": {name: dict(block) for name, block in METHODS.items()},
     }
     return params, datalists, notes

@@ -56,7 +56,8 @@ def stages_of(root: Path) -> dict[str, set[str]]:
 
 
 def kind(stage: str) -> str:
-    """``pipelines/lite0/dvc.yaml:score-knn`` -> ``score``."""
+    """``pipelines/lite0/dvc.yaml:extract-photos`` -> ``extract``,
+    ``pipelines/score-knn/dvc.yaml:score`` -> ``score``."""
     return stage.rsplit(":", 1)[-1].split("-", 1)[0]
 
 
@@ -77,7 +78,7 @@ dvc.yaml; `tests/test_code_deps.py` appends a comment to every file of a built d
 workspace and checks that `dvc status` then lists exactly these stages. Every edit also
 reruns the `check` stage (seconds), which recomputes the code digests the other stages
 depend on (`build/specs/code/*.json`). Counts are for the committed demo benchmark
-(dvc.yaml and pipelines/<backbone>/dvc.yaml).
+(dvc.yaml, pipelines/<backbone>/dvc.yaml and pipelines/score-<method>/dvc.yaml).
 
 <!-- table -->
 """

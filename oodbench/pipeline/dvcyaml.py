@@ -9,22 +9,23 @@ Every stage lists exactly what it reads, so a change reruns only what it can cha
 - code: one file, ``build/specs/code/<kind>.json``, which the check stage writes with
   the sha256 of each file in the closure of the stage script's ``oodbench`` imports
   (closure.py; a score stage adds its own method's module, so editing
-  ``methods/knn.py`` reruns the kNN score stages and nothing else). One small
+  ``methods/knn.py`` reruns the kNN score stage and nothing else). One small
   dependency instead of thirty files keeps dvc.lock small, which DVC rewrites after
   every stage; a score stage's is not a file of its own but the sha256 of that digest
   in its method's spec, which also holds the datasets it scores (resolve.py score_spec);
 - data: the artifacts it reads, one dependency per artifact (a feature folder, the fc
   file, a manifest), and the files params.yaml names (a checkpoint, a groups file);
-  except that a score stage reads its backbone's feature folder as one dependency, and
-  evaluate the folder of its backbone's scores (score_stage says why).
+  except that a score stage reads each of its backbones' feature folder as one
+  dependency, and evaluate the folder of each backbone's scores (score_stage says why).
 In a project outside a clone of this repository (``oodbench init``), the stages run the
 installed package instead of ``stages/*.py`` and a ``package`` stage records its
 identity (oodbench/pipeline/layout.py); a user's own method file and the project modules
-it imports are code of that method's score stages (and of the check stage).
+it imports are code of that method's score stage (and of the check stage).
 DVC cannot interpolate ``${backbones.${item}.checkpoint}`` or lists of varying length,
 which is why the file is generated rather than written with ``matrix:``. Stage names
-are ``<kind>-<backbone>-<method|dataset>`` (names hold no ``-``; DVC allows no ``@`` in
-a stage it did not generate). The check stage also refuses to run while this file is
+are ``<kind>-<dataset>`` in a backbone's file, ``<kind>-<backbone>-<dataset>`` in
+dvc.yaml, ``score`` in a method's file (names hold no ``-``; DVC allows no ``@`` in a
+stage it did not generate). The check stage also refuses to run while this file is
 out of date with params.yaml.
 """
 
@@ -97,7 +98,8 @@ def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
     """Every stage of the benchmark in params.yaml, by pipeline file, in dependency order:
     ``dvc.yaml`` holds what all backbones share (demo, check, materialize, and evaluate,
     which reads every backbone's scores), ``pipelines/<bb>/dvc.yaml`` one backbone's
-    extract, fc and score stages."""
+    extract, fc and subspace stages, ``pipelines/score-<m>/dvc.yaml`` the score stage of
+    method key <m> (method_pipeline)."""
     bench = Benchmark.of(params)
     shared: Stages = {}
     if not layout.is_clone(root):
@@ -114,7 +116,26 @@ def build(params: dict[str, Any], root: Path = Path()) -> dict[str, Stages]:
         files[paths.backbone_pipeline(backbone).as_posix()] = backbone_stages(
             params, bench, backbone, root
         )
+    for method in bench.all_methods:
+        file = method_pipeline(method)
+        stage = score_stage(params, bench, method, root)
+        files[file.as_posix()] = {"score": {"wdir": up_to_root(file), **stage}}
     return files
+
+
+def method_pipeline(method: str) -> Path:
+    """``pipelines/score-<m>/dvc.yaml``: the score stage of method key <m>, for every
+    backbone that runs it, in a file of its own (a backbone's folder name has no '-').
+    One stage per method rather than per backbone and method: DVC's own cost grows with
+    its stages and their params dependencies (it parses params.yaml once per declared
+    params key at every `dvc status`), and an experiment on one method reruns one score
+    stage; a lock file each, as DVC rewrites a stage's lock file after running it."""
+    return paths.BACKBONE_PIPELINES / f"score-{method}" / "dvc.yaml"
+
+
+def up_to_root(file: Path) -> str:
+    """The ``wdir`` of a stage in `file`: the project root, where every stage runs."""
+    return "/".join([".."] * (len(file.parts) - 1))
 
 
 def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, root: Path) -> Stages:
@@ -133,9 +154,7 @@ def backbone_stages(params: dict[str, Any], bench: Benchmark, backbone: str, roo
     stages["fc"] = fc_stage(bench, backbone, head, root, fc_group(params, bench, backbone))
     if precomputed_by(params, bench.methods_of(backbone), root):
         stages["subspace"] = subspace_stage(bench, backbone, root)
-    for method in bench.methods_of(backbone):
-        stages[f"score-{method}"] = score_stage(params, bench, backbone, method, root)
-    up = "/".join([".."] * (len(paths.backbone_pipeline(backbone).parts) - 1))
+    up = up_to_root(paths.backbone_pipeline(backbone))
     return {name: {"wdir": up, **stage} for name, stage in stages.items()}
 
 
@@ -274,7 +293,8 @@ def check_stage(params: dict[str, Any], bench: Benchmark, root: Path) -> dict[st
 
 
 #: the params.yaml sections the check stage resolves into specs (every other stage reads
-#: its own: ``demo`` the demo stage, ``methods.<key>`` a score stage)
+#: its own: ``demo`` the demo stage, ``methods.<key>`` a score stage); ``probe`` only
+#: when a backbone trains its head
 CHECKED_SECTIONS = ("benchmark", "datasets", "backbones", "extract", "probe")
 
 
@@ -285,14 +305,18 @@ def check_params(params: dict[str, Any], bench: Benchmark) -> list[Any]:
     reruns that method's stages only, not ``check`` (about a second of an experiment).
     DVC refuses to run a stage whose declared key is missing, so a section absent from
     params.yaml cannot be declared, and one added later would go unseen: then the stage
-    declares the whole file, as if every section were its own."""
-    if any(section not in params for section in CHECKED_SECTIONS):
+    declares the whole file, as if every section were its own. (``probe`` counts only
+    with a trained head: a head added to a backbone changes ``backbones``, and the check
+    stage then finds this file stale.)"""
+    trains = any(backbone_block(params, b).get("fc") in TRAINED_HEADS for b in bench.backbones)
+    needed = [s for s in CHECKED_SECTIONS if s != "probe" or trains or s in params]
+    if any(section not in params for section in needed):
         return [{P.PARAMS_FILE.as_posix(): None}]
     blocks = params.get("methods") or {}
     named = [
         k for k in bench.all_methods if isinstance(blocks.get(k), dict) and "method" in blocks[k]
     ]
-    return [*CHECKED_SECTIONS, *(f"methods.{key}.method" for key in named)]
+    return [*needed, *(f"methods.{key}.method" for key in named)]
 
 
 def materialize_stage(dataset: str, root: Path) -> dict[str, Any]:
@@ -424,40 +448,39 @@ def reads_train(name: str, where: str | None = None, root: Path = Path()) -> boo
 
 
 def score_stage(
-    params: dict[str, Any], bench: Benchmark, backbone: str, method: str, root: Path
+    params: dict[str, Any], bench: Benchmark, method: str, root: Path
 ) -> dict[str, Any]:
-    """A method's scores. Its features are one dependency, the backbone's whole feature
-    folder (every set, the classifier, the ViM subspace), not one per set: DVC builds the
-    tree of every folder dependency of every stage in each `dvc status` and `dvc repro`,
-    and rewrites the lock file after each stage, so at the full matrix (11 backbones x 25
-    methods x 12 sets) one folder instead of twelve takes no-op `dvc status` from 5.7 s
-    to 3.4 s and nearly halves the lock files (README, Speed). What that costs: a stage
-    whose method does not fit on ID train also reruns when only the ID train features
-    change (an edited ID train list), and writes the same bytes, so nothing after it
-    reruns."""
-    source = bench.features_of(backbone)
-    own = []  # an entry sharing `source`'s features has its own classifier and subspace
-    if source != backbone:
-        own.append(paths.fc_path(backbone).as_posix())
-        if precomputed_by(params, [method], root):
-            own.append(paths.subspace_path(backbone).as_posix())
-    line = f"{command('score', root)} --backbone {backbone} --method {method}"
+    """A method's scores on every backbone that runs it. A backbone's features are one
+    dependency, its whole feature folder (every set, the classifier, the ViM subspace),
+    not one per set: DVC builds the tree of every folder dependency of every stage in
+    each `dvc status` and `dvc repro`, so at the full matrix (11 backbones x 25 methods x
+    12 sets) one folder instead of twelve took no-op `dvc status` from 5.7 s to 3.4 s
+    (README, Speed). What that costs: a method that does not fit on ID train also reruns
+    when only the ID train features change (an edited ID train list), and writes the
+    same bytes, so nothing after it reruns; and a change to one backbone's features
+    reruns the stage for all of its backbones, the others' scores coming back from the
+    score cache (oodbench/results/scorecache.py) without a fit."""
+    backbones = [b for b in bench.backbones if method in bench.methods_of(b)]
+    deps = [spec(specs.method_spec(method))]  # method, datasets, backbones, code digest
+    for backbone in backbones:
+        source = bench.features_of(backbone)
+        deps.append(paths.backbone_features(source).as_posix())
+        if source != backbone:  # an entry sharing `source`'s features: its own head
+            deps.append(paths.fc_path(backbone).as_posix())
+            if precomputed_by(params, [method], root):
+                deps.append(paths.subspace_path(backbone).as_posix())
+    deps += [
+        paths.classes_record_path(bench.id_train).as_posix(),
+        paths.classes_record_path(bench.id_val).as_posix(),
+    ]
     return {
-        "cmd": line + features_option(bench, backbone),
-        # its spec holds the method, the datasets and its code's digest (resolve.py
-        # score_spec): one dependency for all three
-        "deps": [
-            spec(specs.method_spec(method)),
-            paths.backbone_features(source).as_posix(),
-            *own,
-            paths.classes_record_path(bench.id_train).as_posix(),
-            paths.classes_record_path(bench.id_val).as_posix(),
-        ],
+        "cmd": f"{command('score', root)} --method {method} --backbones {','.join(backbones)}",
+        "deps": list(dict.fromkeys(deps)),
         # the block's hyperparameters: the stage reads them from params.yaml
         "params": [f"methods.{method}"],
         # persist: a bad hyperparameter is refused by this stage, not by check (which an
         # experiment on one method does not rerun), so the last scores stay until then
-        "outs": [kept(paths.scores_path(backbone, method).as_posix())],
+        "outs": [kept(paths.scores_path(b, method).as_posix()) for b in backbones],
     }
 
 

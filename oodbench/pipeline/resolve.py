@@ -38,7 +38,10 @@ def resolve(params: dict[str, Any], bench: Benchmark, root: Path = Path()) -> di
     code = {g: code_spec(e, root, clone) for g, e in code_groups(params, bench, root).items()}
     scoring = scoring_spec(params, bench)
     for method in bench.all_methods:
-        out[specs.method_spec(method)] = score_spec(params, method, scoring, code, root)
+        features = {
+            b: bench.features_of(b) for b in bench.backbones if method in bench.methods_of(b)
+        }
+        out[specs.method_spec(method)] = score_spec(params, method, scoring, features, code, root)
     out[specs.scoring_spec()] = scoring
     for group, digest in code.items():
         out[specs.code_digest(group)] = digest
@@ -49,20 +52,26 @@ def score_spec(
     params: dict[str, Any],
     key: str,
     scoring: dict[str, Any],
+    features: dict[str, str],
     code: dict[str, dict[str, Any]],
     root: Path = Path(),
 ) -> dict[str, Any]:
-    """All a score stage of ``methods.<key>`` reads from the specs, in its one spec file:
-    the method (not its hyperparameters: method_spec), the datasets it scores, and the
-    sha256 of its code digest. One dependency
-    instead of three: DVC parses every lock entry at each `dvc status` and rewrites a
-    backbone's lock file after each of its stages, so two fewer dependencies per score
-    stage cut a fifth of the demo's pipeline and lock files (README, iteration)."""
+    """All the score stage of ``methods.<key>`` reads from the specs, in its one spec
+    file: the method (not its hyperparameters: method_spec), the datasets it scores, the
+    backbones it scores with the backbone whose features each reads (`features`: itself,
+    or the one it shares with ``features:``), and the sha256 of its code digest. One
+    dependency instead of three: DVC parses every lock entry at each `dvc status` and
+    rewrites a stage's lock file after it runs (README, iteration)."""
     from oodbench.methods.usermethod import code_group
 
     method = method_spec(params, key, root)
     digest = specs.dumps(code[code_group(key, method["method"])]).encode()
-    return {**method, "scoring": scoring, "code": hashlib.sha256(digest).hexdigest()}
+    return {
+        **method,
+        "scoring": scoring,
+        "features": features,
+        "code": hashlib.sha256(digest).hexdigest(),
+    }
 
 
 def code_groups(

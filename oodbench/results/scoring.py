@@ -1,4 +1,4 @@
-"""Stage ``score-<bb>-<method>``: fit one OOD method on ID train, score ID val and OOD sets.
+"""Stage ``score``: fit one OOD method on ID train, score ID val and OOD sets, per backbone.
 
 Logits are recomputed from the features and the exported classifier in float32, as
 the reference code does, so a probe or a MOS group head scores the same way as a
@@ -21,12 +21,14 @@ whose inputs did not change since an earlier run are reused
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,29 +96,81 @@ def detector_from(spec: dict[str, Any], params_file: Path = P.PARAMS_FILE) -> De
     return create(name, {k: v for k, v in block.items() if k != "method"}, where=where)
 
 
-def score_method(backbone: str, method: str, features: str | None = None) -> None:
-    """Stage ``score-<bb>-<method>``: fit on ID train, score ID val and every OOD set.
+@dataclass
+class BackboneScores:
+    """One backbone's score table of a method, computed, not yet written: the rows of each
+    dataset (name, manifest index, scores), or why the method was skipped."""
 
-    `features` names the backbone whose feature folders to read, for an entry that shares
-    another's extraction (``backbones.<bb>.features``); by default `backbone`'s own."""
+    out: Path
+    rows: list[tuple[str, np.ndarray, np.ndarray]]
+    skipped: str | None = None
+
+    def write(self) -> None:
+        if self.skipped is not None:
+            save_skipped(self.out, self.skipped)
+        else:
+            save_scores(self.out, self.rows)
+
+
+def score_stage(method: str, backbones: list[str], child: Callable[[str], list[str]]) -> None:
+    """Stage ``pipelines/score-<method>/dvc.yaml:score``: method key `method` on each of
+    `backbones`, after checking its hyperparameters (before any data is read).
+
+    The first backbone is scored in this process, each other one in a process of its
+    own, started with the command line ``child(backbone)`` (this stage for that backbone
+    alone): a fit's last bits may depend on the memory the process allocated before it
+    (the alignment of its arrays; measured: RMDS's background covariance on the demo),
+    so every backbone is scored after the same steps in a fresh process, whichever
+    backbones come before it. A failure stops the stage: the tables of the backbones
+    scored before it are new, the others as they were, and a rerun takes the finished
+    ones from the score cache."""
     limit_blas_threads()
-    source = features or backbone
-    method_settings = read_spec(method_spec(method), f"methods.{method}")
-    detector = detector_from(method_settings)
-    spec = method_settings["scoring"]  # the datasets (build/specs/scoring.json's copy)
+    settings = read_spec(method_spec(method), f"methods.{method}")
+    sources = settings["features"]  # backbone -> the backbone whose features it reads
+    for backbone in backbones:
+        if backbone not in sources:
+            raise ParamsError(
+                f"{method_spec(method)}: backbone {backbone!r} does not run methods.{method} "
+                "(the check stage resolved it for "
+                f"{', '.join(sources) or 'none'}); run `oodbench pipeline`, then `dvc repro`"
+            )
+    detector_from(settings)
+    first, *others = backbones
+    score_backbone(first, settings, sources[first]).write()
+    for backbone in others:
+        done = subprocess.run(child(backbone), check=False)
+        if done.returncode != 0:  # its one `error:` line is printed: exit with its code
+            raise SystemExit(done.returncode)
+
+
+def score_method(backbone: str, method: str, features: str | None = None) -> None:
+    """One backbone's table of method key `method`: the score stage's work for one
+    backbone. `features` names the backbone whose feature folders to read, for an entry
+    that shares another's extraction (``backbones.<bb>.features``); by default
+    `backbone`'s own."""
+    limit_blas_threads()
+    settings = read_spec(method_spec(method), f"methods.{method}")
+    score_backbone(backbone, settings, features or backbone).write()
+
+
+def score_backbone(backbone: str, settings: dict[str, Any], source: str) -> BackboneScores:
+    """Fit on ID train and score ID val and every OOD set, with `source`'s features and
+    `backbone`'s classifier; sets whose inputs did not change come from the score cache."""
+    detector = detector_from(settings)  # a fresh one: each backbone fits its own
+    method = settings["key"]
+    spec = settings["scoring"]  # the datasets (build/specs/scoring.json's copy)
     out = scores_path(backbone, method)
     clock = Clock()
     with clock("load"):
         fc = load_fc(fc_path(backbone))
     reason = detector.unsupported(fc)
     if reason is not None:
-        save_skipped(out, reason)
         print(f"score {backbone}/{method}: skipped ({reason})", file=sys.stderr)
-        return
+        return BackboneScores(out, [], skipped=reason)
     names = [spec["id_val"], *spec["ood"]]
     with clock("load"):
         precomputed = subspace_path(backbone) if detector.precomputed else None
-        fit = scorecache.fit_key(detector, method_settings, backbone, source, precomputed)
+        fit = scorecache.fit_key(detector, settings, backbone, source, precomputed)
         entries = {n: scorecache.entry(backbone, method, n, source, fit) for n in names}
         found = {n: scorecache.load(path) for n, path in entries.items()}
     missing = [n for n in names if found[n] is None]
@@ -149,13 +203,12 @@ def score_method(backbone: str, method: str, features: str | None = None) -> Non
             with clock("write"):
                 scorecache.save(entries[name], features.index, scores)
             del features
-    with clock("write"):
-        save_scores(out, [(n, *found[n]) for n in names])
     total = sum(len(found[n][1]) for n in names)
     print(
         f"score {backbone}/{method}: {len(names) - len(missing)} sets from cache, "
         f"{len(missing)} scored; {total} samples; {clock.line()}"
     )
+    return BackboneScores(out, [(n, *found[n]) for n in names])
 
 
 def score_set(
