@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from oodbench.core.params import read_params_file
-from oodbench.pipeline import dvcyaml
+from oodbench.pipeline import dvcyaml, pipelinefiles
 from oodbench.pipeline.closure import closure
 from tests.user_project import TINY_CLIP
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def stages() -> dict:
     """Every committed stage by DVC address (``pipelines/score-knn/dvc.yaml:score``)."""
-    return dvcyaml.stages_of(dvcyaml.existing(ROOT))
+    return pipelinefiles.stages_of(pipelinefiles.existing(ROOT))
 
 
 def stage(folder: str, name: str) -> dict:
@@ -35,7 +35,7 @@ def score(method: str) -> dict:
 
 
 def test_committed_pipeline_files_are_what_the_generator_writes():
-    assert dvcyaml.existing(ROOT) == dvcyaml.generate(root=ROOT), (
+    assert pipelinefiles.existing(ROOT) == pipelinefiles.generate(root=ROOT), (
         "dvc.yaml or pipelines/*/dvc.yaml is stale: run `oodbench pipeline`"
     )
 
@@ -287,7 +287,7 @@ def test_generated_stages_follow_a_users_own_benchmark(tmp_path, monkeypatch):
         "demo": {"seed": 0},
     }
     files = dvcyaml.build(params, tmp_path)
-    s = dvcyaml.stages_of({f: dvcyaml.render(st) for f, st in files.items()})
+    s = pipelinefiles.stages_of({f: pipelinefiles.render(st) for f, st in files.items()})
     assert "demo" not in s
     assert s["materialize-shapes_train"]["deps"][:3] == [
         "build/specs/datasets/shapes_train.json",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from oodbench.pipeline import dvcyaml, resolve
+from oodbench.pipeline import dvcyaml, pipelinefiles, resolve
 from tests.user_project import TINY_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def overlaps(out: str, dep: str) -> bool:
 
 def graph(files: dict[str, dvcyaml.Stages]) -> tuple[dict[str, dict], dict[str, set[str]]]:
     """Stages by DVC address and, for each, the stages reading one of its outputs."""
-    stages = dvcyaml.stages_of({f: dvcyaml.render(s) for f, s in files.items()})
+    stages = pipelinefiles.stages_of({f: pipelinefiles.render(s) for f, s in files.items()})
     readers = {
         name: {
             other
@@ -182,11 +182,15 @@ def test_writing_the_pipeline_drops_the_lock_entries_of_stages_it_no_longer_has(
     folder = tmp_path / "pipelines" / "bb"
     folder.mkdir(parents=True)
     (folder / "dvc.lock").write_text(LOCK)
-    dvcyaml.write(tmp_path, {"pipelines/bb/dvc.yaml": dvcyaml.render(pipeline["stages"])})
+    pipelinefiles.write(
+        tmp_path, {"pipelines/bb/dvc.yaml": pipelinefiles.render(pipeline["stages"])}
+    )
     start, end = LOCK.index("  evaluate:"), LOCK.index("  score-msp:")
     assert (folder / "dvc.lock").read_text() == LOCK[:start] + LOCK[end:]
     flow = "{schema: '2.0', stages: {fc: {cmd: a}, evaluate: {cmd: b}}}\n"
     (folder / "dvc.lock").write_text(flow)
     (folder / "dvc.yaml").unlink()  # written again, so its lock is looked at again
-    dvcyaml.write(tmp_path, {"pipelines/bb/dvc.yaml": dvcyaml.render(pipeline["stages"])})
+    pipelinefiles.write(
+        tmp_path, {"pipelines/bb/dvc.yaml": pipelinefiles.render(pipeline["stages"])}
+    )
     assert (folder / "dvc.lock").read_text() == flow

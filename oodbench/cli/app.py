@@ -45,10 +45,10 @@ def pipeline(
     ] = False,
 ) -> None:
     """Write dvc.yaml for params.yaml: stages, their params and their code dependencies."""
-    from oodbench.pipeline import dvcyaml
+    from oodbench.pipeline import pipelinefiles
 
-    want = dvcyaml.generate()
-    difference = dvcyaml.drift(dvcyaml.existing(), want)
+    want = pipelinefiles.generate()
+    difference = pipelinefiles.drift(pipelinefiles.existing(), want)
     files = ", ".join(want)
     if check:
         if difference is not None:
@@ -59,7 +59,7 @@ def pipeline(
     if difference is None:
         typer.echo(f"already up to date: {files}")
         return
-    dvcyaml.write(Path(), want)
+    pipelinefiles.write(Path(), want)
     typer.echo(f"wrote {files} ({difference})")
 
 

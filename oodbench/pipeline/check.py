@@ -22,7 +22,7 @@ from oodbench.core import params as P
 from oodbench.core.errors import ParamsError
 from oodbench.formats.checkpoints import damage
 from oodbench.formats.specs import SPECS, write_spec
-from oodbench.pipeline import dvcyaml
+from oodbench.pipeline import dvcyaml, pipelinefiles
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.resolve import resolve
 
@@ -227,8 +227,8 @@ def check_settings(params: dict[str, Any]) -> None:
 def check_pipeline_file(params: dict[str, Any], root: Path) -> None:
     """dvc.yaml (and pipelines/<bb>/dvc.yaml) must be what ``oodbench pipeline`` writes."""
     built = dvcyaml.build(params, root)
-    want = {f: dvcyaml.render(s) for f, s in built.items()}
-    difference = dvcyaml.drift(dvcyaml.existing(root), want)
+    want = {f: pipelinefiles.render(s) for f, s in built.items()}
+    difference = pipelinefiles.drift(pipelinefiles.existing(root), want)
     if difference is not None:
         raise ParamsError(
             f"{P.PIPELINE_FILE}: out of date with params.yaml and the code ({difference}); "

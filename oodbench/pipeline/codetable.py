@@ -16,8 +16,8 @@ from oodbench.formats import specs
 from oodbench.methods.usermethod import code_group
 from oodbench.pipeline.benchmark import Benchmark
 from oodbench.pipeline.closure import closure
-from oodbench.pipeline.dvcyaml import existing
-from oodbench.pipeline.dvcyaml import stages_of as stages_of_files
+from oodbench.pipeline.pipelinefiles import existing
+from oodbench.pipeline.pipelinefiles import stages_of as stages_of_files
 from oodbench.pipeline.resolve import code_groups, method_name
 
 CODE_DIR = specs.code_digest("x").parent.as_posix() + "/"

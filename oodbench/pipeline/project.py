@@ -201,9 +201,9 @@ def init_project(
     (dest / paths.DATALISTS).mkdir()
     for name, content in (datalists or {}).items():
         write_text(dest / paths.DATALISTS / name, content)
-    from oodbench.pipeline import dvcyaml
+    from oodbench.pipeline import pipelinefiles
 
-    dvcyaml.write(dest, dvcyaml.generate(dest))
+    pipelinefiles.write(dest, pipelinefiles.generate(dest))
     return dest
 
 
