@@ -128,6 +128,28 @@ def test_stage_scores_equal_whole_array_scoring(workspace: Path, capsys, key, na
     assert all(np.array_equal(again[d], got[d]) for d in got)
 
 
+def test_the_stage_reads_its_hyperparameters_from_params_yaml(workspace: Path) -> None:
+    """The score stage takes its method's block from params.yaml (the key it declares to
+    DVC): a changed value changes the scores, an empty block (`msp:`) means the defaults,
+    a missing block or a bad value is one ParamsError naming the key."""
+    write_method_spec(workspace, "msp", "msp", {"temperature": 2.0})
+    score_method(BB, "msp")
+    hot = load_scores(workspace / "scores" / BB / "msp.parquet")["far"]
+    np.testing.assert_allclose(hot, direct_scores("msp", "msp", {"temperature": 2.0})["far"])
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("temperature: 2.0", "").replace("msp: {}", "msp:"))
+    assert "msp:\n" in params.read_text()
+    score_method(BB, "msp")
+    plain = load_scores(workspace / "scores" / BB / "msp.parquet")["far"]
+    np.testing.assert_allclose(plain, direct_scores("msp", "msp")["far"])
+    params.write_text(params.read_text().replace("msp:\n", "msp:\n    temperature: hot\n"))
+    with pytest.raises(ParamsError, match=r"methods\.msp\.temperature"):
+        score_method(BB, "msp")
+    params.write_text("methods: {}\n")
+    with pytest.raises(ParamsError, match=r"no methods\.msp block"):
+        score_method(BB, "msp")
+
+
 def test_each_backbone_is_scored_as_if_alone(workspace: Path) -> None:
     """The score stage scores its first backbone in its own process and each other one in
     a fresh process (the stage for that backbone alone): a fit's last bits can depend on

@@ -79,11 +79,12 @@ def detector_from(spec: dict[str, Any], params_file: Path = P.PARAMS_FILE) -> De
     another method's code digest."""
     key = spec["key"]
     where = f"methods.{key}"
-    block = P.get(P.read_params_file(params_file), "methods", dict).get(key)
-    if block is None:  # DVC stops first while the stage declares the key; not when run by hand
+    blocks = P.get(P.read_params_file(params_file), "methods", dict)
+    if key not in blocks:  # DVC stops first while the stage declares the key; not by hand
         raise ParamsError(
             f"{params_file}: no {where} block; add one (it may be {{}} for the defaults)"
         )
+    block = blocks[key] if blocks[key] is not None else {}  # `maxlogit:` alone: defaults
     name = method_of(key, block)
     if is_reference(name):
         name = str(CodeRef.parse(name, f"{where}.method"))
